@@ -1,0 +1,78 @@
+"""The records that events carry: offers, instances, cluster specs and clusters.
+
+These are the types that ``spec/event-fields.md`` gives to the fields the seed page leaves
+open. Like the events, they are frozen, slotted dataclasses with no behaviour and no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .events import NodeInstance
+
+__all__ = ["Cluster", "ClusterSpec", "Instance", "Offer", "SpotPolicy"]
+
+SpotPolicy = Literal["auto", "always", "never"]
+"""``always``: spot only; ``never``: on-demand only; ``auto``: the cheapest of both."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A machine a provider can launch, with its hourly price."""
+
+    provider: str
+    instance_type: str
+    accelerator: str | None = None
+    accelerator_count: int = 0
+    vcpus: float = 0.0
+    memory_gb: float = 0.0
+    price_per_hour: float = 0.0
+    spot_price_per_hour: float | None = None
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One launched machine: where to reach it and what it costs."""
+
+    id: str
+    status: str = "pending"
+    ip: str = ""
+    private_ip: str = ""
+    ssh_port: int = 22
+    spot: bool = False
+    region: str = ""
+    offer: Offer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """What the user asked for in ``%skyward up``."""
+
+    provider: str
+    nodes: int = 1
+    accelerator: str | None = None
+    accelerator_count: int = 0
+    python: str = ""
+    pip: tuple[str, ...] = ()
+    apt: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    spot: SpotPolicy = "auto"
+    region: str | None = None
+    max_price: float | None = None
+    runtime: str = "process"
+    name: str = ""
+    launch_timeout: float = 600.0
+    bootstrap_timeout: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A cluster as provisioned: its id, spec and the instances bound to its nodes."""
+
+    id: str
+    provider: str
+    spec: ClusterSpec
+    nodes: tuple[NodeInstance, ...] = ()

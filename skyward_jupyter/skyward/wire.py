@@ -1,0 +1,82 @@
+"""The agent protocol's framing: length-prefixed pickles of plain data.
+
+Shared by the agent (on the instance) and the client (in the kernel), so it uses the
+standard library only and is uploaded to instances beside the agent.
+
+A frame is a 4-byte big-endian length and a pickle (protocol 5) of a dict. Frames from an
+instance are decoded with :class:`PlainUnpickler`, which refuses every class: an instance
+can send strings, numbers, bytes, lists, tuples and dicts, never code. Values that are
+objects travel as cloudpickle bytes inside a frame and are loaded only where the user asks.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+from typing import Any
+
+__all__ = ["MAX_FRAME", "FrameDecoder", "FrameError", "decode_plain", "encode"]
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 256 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """A frame is malformed, too large, or carries a class where plain data belongs."""
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only; any class reference is an error."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise FrameError(f"frame refers to {module}.{name}; only plain data is allowed")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame holding ``message``."""
+    body = pickle.dumps(message, protocol=5)
+    if len(body) > MAX_FRAME:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return HEADER.pack(len(body)) + body
+
+
+def decode_plain(body: bytes) -> dict[str, Any]:
+    """Decode a frame body that must hold plain data."""
+    try:
+        message = PlainUnpickler(io.BytesIO(body)).load()
+    except FrameError:
+        raise
+    except Exception as exc:
+        raise FrameError(f"undecodable frame: {exc}") from exc
+    if not isinstance(message, dict):
+        raise FrameError(f"frame holds {type(message).__name__}, not a dict")
+    return message
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it bytes as they arrive, get whole frames back."""
+
+    def __init__(self, plain: bool = True) -> None:
+        self._buffer = bytearray()
+        self._plain = plain
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add received bytes; return the frames they complete, in order."""
+        self._buffer += data
+        frames: list[dict[str, Any]] = []
+        start = 0
+        buf = self._buffer
+        while len(buf) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, start)
+            if size > MAX_FRAME:
+                raise FrameError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+            end = start + HEADER.size + size
+            if len(buf) < end:
+                break
+            body = bytes(buf[start + HEADER.size : end])
+            frames.append(decode_plain(body) if self._plain else pickle.loads(body))
+            start = end
+        if start:
+            del buf[:start]
+        return frames
