@@ -5,10 +5,6 @@ of ``spec/events-api.txt``. The Jupyter layer is imported only when the extensio
 so ``import skyward`` stays instant (and works on an instance, where the agent uses it).
 """
 
-from __future__ import annotations
-
-from typing import Any
-
 from .events import (
     BootstrapCommand,
     BootstrapFailed,
@@ -84,14 +80,14 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: object) -> None:
     """Register the ``%skyward`` magics (``%load_ext skyward``)."""
     from .jupyter.extension import load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: object) -> None:
     """Destroy this kernel's clusters and remove the magics (``%unload_ext skyward``)."""
     from .jupyter.extension import unload
 

@@ -1,14 +1,14 @@
 """Every error skyward raises, under one base.
 
-    SkywardError
-    ├── UsageError          bad magic arguments or a call that makes no sense now
-    ├── ProvisionError      a provider could not create, find or destroy something
-    │   └── CapacityError   the provider has no capacity for the offer asked for
-    ├── TransportError      SSH could not connect, authenticate or stay up
-    ├── BootstrapError      a bootstrap phase failed on a node
-    ├── AgentError          the agent on an instance broke the protocol or went away
-    └── RemoteError         a cell raised on an instance (carries the remote traceback)
-        └── CompositeError  a cell raised on several nodes
+SkywardError
+├── UsageError          bad magic arguments or a call that makes no sense now
+├── ProvisionError      a provider could not create, find or destroy something
+│   └── CapacityError   the provider has no capacity for the offer asked for
+├── TransportError      SSH could not connect, authenticate or stay up
+├── BootstrapError      a bootstrap phase failed on a node
+├── AgentError          the agent on an instance broke the protocol or went away
+└── RemoteError         a cell raised on an instance (carries the remote traceback)
+    └── CompositeError  a cell raised on several nodes
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ class CompositeError(RemoteError):
         first = errors[0]
         super().__init__(first.node, first.ename, first.evalue, first.traceback)
         nodes = ", ".join(str(e.node) for e in errors)
-        self.args = (f"cell failed on nodes {nodes}: " + "; ".join(
-            f"[node {e.node}] {e.ename}: {e.evalue}" for e in errors
-        ),)
+        self.args = (
+            f"cell failed on nodes {nodes}: "
+            + "; ".join(f"[node {e.node}] {e.ename}: {e.evalue}" for e in errors),
+        )
 
     def _render_traceback_(self) -> list[str]:
         lines = [f"\x1b[31mcell failed on {len(self.errors)} nodes\x1b[0m"]

@@ -1,0 +1,241 @@
+"""``%load_ext skyward``: the magics, the input rewrite, and cleanup at unload and exit.
+
+Reference (also ``%skyward --help`` and ``%skyward?``)::
+
+    %skyward up [--provider P] [--nodes N] [--gpus SPEC] [--pip PKG ...] [--env K=V]
+                [--spot | --on-demand] [--region R] [--max-price USD]
+                [--runtime process|docker|podman] [--name NAME] [--timeout S]
+    %skyward status
+    %skyward down
+    %%skyward run [--on all|N|N,M]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import no_var_expand
+
+from ..errors import CompositeError, RemoteError, SkywardError
+from ..errors import UsageError as SkywardUsageError
+from ..pool import Pool
+from . import options
+from .output import CellOutput, UpProgress
+from .transform import rewrite
+
+__all__ = ["dispatch", "load", "unload"]
+
+_state: dict[str, Any] = {"pool": None, "shell": None, "cells": 0}
+
+
+def pool() -> Pool:
+    """This kernel's pool (made at load)."""
+    if _state["pool"] is None:
+        _state["pool"] = Pool()
+        atexit.register(_at_exit)
+    return _state["pool"]
+
+
+def _at_exit() -> None:
+    if _state["pool"] is not None:
+        _state["pool"].close_sync()
+
+
+@magics_class
+class SkywardMagics(Magics):
+    """The ``%skyward`` magics. Cells using them are rewritten into ``await`` first, so
+    these methods run only when called by other means (``run_line_magic``)."""
+
+    @no_var_expand
+    @line_cell_magic
+    def skyward(self, line: str, cell: str | None = None) -> None:
+        """Provision clusters and run cells on them.
+
+        Examples
+        --------
+        In [1]: %skyward up --provider container --nodes 2
+        ✓ cluster sky-3f2a91bc ready: 2 node(s) on container (local-process) in 1.9 s
+
+        In [2]: %%skyward run
+           ...: import os; os.environ["SKYWARD_NODE"]
+        [node 0] '0'
+        [node 1] '1'
+
+        In [3]: %skyward down
+        cluster sky-3f2a91bc destroyed (2 instances)
+        """
+        parsed = options.parse_command(line)
+        if parsed is None:
+            return
+        command, _ = parsed
+        if command == "status":
+            _status()
+            return
+        raise UsageError(
+            f"%skyward {command} must start a line of its own in a cell (it runs as a "
+            "coroutine on the kernel's loop)"
+        )
+
+
+SkywardMagics.skyward.__doc__ = (SkywardMagics.skyward.__doc__ or "") + "\n" + options.help_text()
+
+
+async def dispatch(line: str, cell: str | None) -> None:
+    """Run one ``%skyward`` command as a coroutine on the kernel's loop."""
+    parsed = options.parse_command(line)
+    if parsed is None:
+        return
+    command, args = parsed
+    try:
+        if command == "up":
+            if cell is not None:
+                raise UsageError("%skyward up is a line magic: use one %, not %%")
+            await _up(args)
+        elif command == "status":
+            _status()
+        elif command == "down":
+            await _down()
+        elif command == "run":
+            if cell is None:
+                raise UsageError("use %%skyward run (two %) at the top of the cell to run")
+            await _run(args, cell)
+    except SkywardUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _up(args: Any) -> None:
+    spec = options.spec_from(args)
+    p = pool()
+    if p.current is not None and p.current.state.value not in ("destroyed", "failed"):
+        raise UsageError(f"cluster {p.current.id} is already up; `%skyward down` it first")
+    progress = UpProgress(p.bus, spec.provider, spec.nodes)
+    try:
+        ready = await p.up(spec)
+    except asyncio.CancelledError:
+        progress.finish("✗ interrupted: every instance launched so far was destroyed")
+        raise KeyboardInterrupt from None
+    except SkywardError as exc:
+        progress.finish(f"✗ {type(exc).__name__}: instances destroyed")
+        raise
+    progress.finish(progress.summary(ready))
+
+
+def _status() -> None:
+    p = pool()
+    record = p.current
+    if record is None:
+        print("no cluster: start one with `%skyward up --provider container`")
+        return
+    uptime = time.time() - record.created_at
+    name = f" ({record.spec.name})" if record.spec.name else ""
+    print(
+        f"cluster {record.id}{name} · {record.provider.name} · {record.state.value} · "
+        f"{record.spec.nodes} node(s) · up {uptime:.0f} s"
+    )
+    for iid, inst in sorted(record.instances.items(), key=lambda kv: kv[1].node):
+        ni = inst.node_instance
+        address = f"{ni.instance.ip}:{ni.instance.ssh_port}" if ni else "-"
+        price = ni.instance.offer.price_per_hour if ni and ni.instance.offer else 0.0
+        state = "ready" if inst.ready else "starting"
+        print(f"  node {inst.node}  {iid}  {address}  {state}  ${price:.2f}/h")
+
+
+async def _down() -> None:
+    p = pool()
+    record = p.current
+    if record is None or record.state.value == "destroyed":
+        print("no cluster is up")
+        return
+    instances = len(record.instances)
+    start = time.monotonic()
+    await p.down()
+    left = len(record.instances)
+    note = f"; {left} could not be destroyed, see the errors above" if left else ""
+    print(
+        f"cluster {record.id} destroyed ({instances} instance(s)) "
+        f"in {time.monotonic() - start:.1f} s{note}"
+    )
+
+
+async def _run(args: Any, code: str) -> None:
+    p = pool()
+    nodes = p.select(options.parse_targets(args.on))
+    cell = p.prepare(nodes)
+    _state["cells"] += 1
+    filename = f"<skyward-cell-{_state['cells']}>"
+    total = len(p.ready_cluster().node_instances())
+    view = CellOutput(p.bus, nodes, prefixed=total > 1)
+    interrupted = False
+    try:
+        await p.run(cell, code, filename)
+    except asyncio.CancelledError:
+        interrupted = True
+    finally:
+        errors: list[RemoteError] = []
+        lost: list[str] = []
+        for node in cell.nodes:
+            answer = cell.results.get(node.node)
+            if isinstance(answer, BaseException):
+                lost.append(f"node {node.node}: {answer}")
+            elif answer is None:
+                continue
+            elif answer.get("ok"):
+                if answer.get("result") is not None:
+                    view.set_result(node.node, answer["result"])
+            else:
+                err = answer["error"]
+                if not (interrupted and err["ename"] == "KeyboardInterrupt"):
+                    errors.append(
+                        RemoteError(node.node, err["ename"], err["evalue"], err["traceback"])
+                    )
+        view.close()
+    if interrupted:
+        raise KeyboardInterrupt("the remote cell was interrupted") from None
+    if lost:
+        raise SkywardError("; ".join(lost))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise CompositeError(errors)
+
+
+def load(shell: Any) -> None:
+    """Register the magics and the rewrite on ``shell``."""
+    _state["shell"] = shell
+    shell.register_magics(SkywardMagics)
+    cleanup = shell.input_transformers_cleanup
+    if rewrite not in cleanup:
+        cleanup.append(rewrite)
+    pool()
+
+
+def unload(shell: Any) -> None:
+    """Destroy this kernel's instances, then remove the rewrite and the magics."""
+    p: Pool | None = _state["pool"]
+    if p is not None:
+        p.close_sync()
+        _state["pool"] = None
+        atexit.unregister(_at_exit)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            closing = loop.create_task(_close_quietly(p))
+            _state["closing"] = closing
+    cleanup = shell.input_transformers_cleanup
+    if rewrite in cleanup:
+        cleanup.remove(rewrite)
+    shell.magics_manager.magics["line"].pop("skyward", None)
+    shell.magics_manager.magics["cell"].pop("skyward", None)
+
+
+async def _close_quietly(p: Pool) -> None:
+    for agent in list(p.bootstrapper.agents):
+        await p.bootstrapper.disconnect(agent)
+    await p.bus.aclose()

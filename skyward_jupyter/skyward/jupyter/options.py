@@ -1,0 +1,221 @@
+"""The ``%skyward`` command line: parsers, and turning their results into a ClusterSpec.
+
+Pure functions with no I/O, so every user mistake is tested without a kernel. Mistakes
+raise IPython's ``UsageError``, which the kernel shows as one line, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from typing import NoReturn, get_args
+
+from IPython.core.error import UsageError
+
+from ..events import ProviderName
+from ..model import ClusterSpec
+
+__all__ = ["PROVIDERS", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
+
+PROVIDERS: tuple[str, ...] = get_args(ProviderName)
+AVAILABLE = ("container",)
+COMMANDS = ("up", "status", "down", "run")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting the kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"%skyward {self.prog.split()[-1]}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _HelpShown(message or "")
+
+
+class _HelpShown(Exception):
+    """``--help`` was asked for and printed."""
+
+
+def _build() -> dict[str, _Parser]:
+    up = _Parser(prog="%skyward up", description="Provision a cluster and bootstrap it.")
+    up.add_argument(
+        "--provider",
+        default="container",
+        help=f"where to launch: one of {', '.join(PROVIDERS)} (default: container, "
+        "which runs nodes on this machine)",
+    )
+    up.add_argument("--nodes", type=int, default=1, help="how many instances (default: 1)")
+    up.add_argument(
+        "--gpus",
+        default=None,
+        help="accelerators per node: a count ('4', any type, cheapest) or TYPE:COUNT "
+        "('A100:4'); TYPE alone means one",
+    )
+    up.add_argument(
+        "--pip",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PACKAGE",
+        help="packages to pip-install on every node (a venv matching the kernel's Python)",
+    )
+    up.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment variable for the remote cells (repeatable; values are never shown)",
+    )
+    spot = up.add_mutually_exclusive_group()
+    spot.add_argument(
+        "--spot",
+        dest="spot",
+        action="store_const",
+        const="always",
+        help="spot/interruptible instances only",
+    )
+    spot.add_argument(
+        "--on-demand",
+        dest="spot",
+        action="store_const",
+        const="never",
+        help="on-demand instances only (default: the cheapest of both)",
+    )
+    up.add_argument("--region", default=None, help="provider region or zone")
+    up.add_argument(
+        "--max-price", type=float, default=None, help="highest price per node-hour, in USD"
+    )
+    up.add_argument(
+        "--runtime",
+        choices=("process", "docker", "podman"),
+        default="process",
+        help="container provider only: 'process' (a sandboxed local process per node, the "
+        "default) or a real container per node through docker or podman",
+    )
+    up.add_argument("--name", default="", help="a name for the cluster (shown in status)")
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds allowed for launching and for bootstrapping each node (default: 900)",
+    )
+    status = _Parser(prog="%skyward status", description="Show the cluster and its nodes.")
+    down = _Parser(prog="%skyward down", description="Destroy every instance of the cluster.")
+    run = _Parser(prog="%%skyward run", description="Run the cell on the cluster's nodes.")
+    run.add_argument(
+        "--on",
+        default="all",
+        help="which nodes: 'all' (default), a node id ('0'), or a list ('0,2')",
+    )
+    return {"up": up, "status": status, "down": down, "run": run}
+
+
+PARSERS = _build()
+
+
+def help_text() -> str:
+    """Every command's usage, for ``%skyward`` with no arguments and ``%skyward?``."""
+    return "\n\n".join(p.format_help() for p in PARSERS.values())
+
+
+def parse_command(line: str) -> tuple[str, argparse.Namespace] | None:
+    """Split a ``%skyward`` line into its command and options; None after ``--help``."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%skyward: cannot parse the arguments ({exc})") from exc
+    if not words or words[0] in ("-h", "--help", "help"):
+        print(help_text())
+        return None
+    command, rest = words[0], words[1:]
+    if command not in PARSERS:
+        raise UsageError(f"%skyward: unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+    try:
+        return command, PARSERS[command].parse_args(rest)
+    except _HelpShown:
+        print(PARSERS[command].format_help())
+        return None
+
+
+GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z][\w.\-]*)(?::(?P<count>\d+))?|(?P<only>\d+))$")
+
+
+def parse_gpus(text: str | None) -> tuple[str | None, int]:
+    """``'A100:4'`` → ('A100', 4); ``'4'`` → (None, 4); ``'A100'`` → ('A100', 1)."""
+    if text is None:
+        return None, 0
+    match = GPU_SPEC.match(text.strip())
+    if not match:
+        raise UsageError(
+            f"--gpus {text!r} is malformed: use a count ('4') or TYPE:COUNT ('A100:4')"
+        )
+    if match["only"] is not None:
+        count = int(match["only"])
+        kind = None
+    else:
+        kind = match["type"]
+        count = int(match["count"]) if match["count"] is not None else 1
+    if count < 1:
+        raise UsageError(f"--gpus {text!r}: the count must be at least 1")
+    return kind, count
+
+
+def parse_targets(text: str) -> list[int] | None:
+    """``'all'`` → None; ``'0'`` → [0]; ``'0,2'`` → [0, 2]."""
+    text = text.strip()
+    if text == "all":
+        return None
+    try:
+        targets = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        targets = []
+    if not targets or any(t < 0 for t in targets):
+        raise UsageError(f"--on {text!r}: use 'all', a node id ('0') or a list ('0,2')")
+    return targets
+
+
+def spec_from(args: argparse.Namespace) -> ClusterSpec:
+    """Check ``%skyward up`` options and build the cluster spec."""
+    if args.provider not in PROVIDERS:
+        raise UsageError(
+            f"--provider {args.provider!r} is unknown: use one of {', '.join(PROVIDERS)}"
+        )
+    if args.provider not in AVAILABLE:
+        raise UsageError(
+            f"--provider {args.provider}: not available in this version yet "
+            f"(available: {', '.join(AVAILABLE)})"
+        )
+    if args.nodes < 1:
+        raise UsageError(f"--nodes {args.nodes}: a cluster needs at least 1 node")
+    accelerator, count = parse_gpus(args.gpus)
+    python = "{}.{}".format(*sys.version_info[:2])
+    env: list[tuple[str, str]] = []
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"--env {item!r}: use KEY=VALUE")
+        env.append((key, value))
+    if args.max_price is not None and args.max_price <= 0:
+        raise UsageError("--max-price must be a positive number of USD per hour")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if args.runtime != "process" and args.provider != "container":
+        raise UsageError("--runtime applies to the container provider only")
+    return ClusterSpec(
+        provider=args.provider,
+        nodes=args.nodes,
+        accelerator=accelerator,
+        accelerator_count=count,
+        python=python,
+        pip=tuple(args.pip),
+        env=tuple(env),
+        spot=args.spot or "auto",
+        region=args.region,
+        max_price=args.max_price,
+        runtime=args.runtime,
+        name=args.name,
+        launch_timeout=args.timeout,
+        bootstrap_timeout=args.timeout,
+    )

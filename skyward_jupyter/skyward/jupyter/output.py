@@ -1,0 +1,238 @@
+"""What a cell shows while it runs: per-node streamed output, and ``up``'s progress.
+
+Output printed from a background task lands in whichever cell ran last, so everything
+here goes to display handles created by (and bound to) the cell that runs. Updates are
+coalesced: at most ``RATE`` a second whatever the rate of events, and a final update when
+the cell ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from IPython.display import DisplayHandle, display
+
+from ..core.bus import EventBus
+from ..events import (
+    BootstrapFailed,
+    BootstrapPhase,
+    ClusterProvisioned,
+    ClusterReady,
+    Error,
+    InstanceBootstrapped,
+    InstanceLaunched,
+    InstanceProvisioned,
+    InstanceRunning,
+    Log,
+    NodeInstance,
+)
+
+__all__ = ["CellOutput", "UpProgress"]
+
+RATE = 10.0
+LIVE_LINES = 200
+RED, RESET = "\x1b[31m", "\x1b[0m"
+
+
+class _Throttle:
+    """Calls ``flush`` at most ``RATE`` times a second while something is dirty."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+        self._handle: asyncio.TimerHandle | None = None
+        self._last = 0.0
+
+    def poke(self) -> None:
+        if self._handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last + 1.0 / RATE - loop.time())
+        self._handle = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._last = asyncio.get_running_loop().time()
+        self._flush()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _NodeText:
+    """One node's output lines, with overwrite applied per stream."""
+
+    __slots__ = ("handle", "last", "lines", "result", "dirty")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.last: dict[str, int] = {}
+        self.handle: DisplayHandle | None = None
+        self.result: str | None = None
+        self.dirty = False
+
+    def add(self, stream: str, line: str, overwrite: bool) -> None:
+        index = self.last.get(stream) if overwrite else None
+        if index is not None:
+            self.lines[index] = (stream, line)
+        else:
+            self.last[stream] = len(self.lines)
+            self.lines.append((stream, line))
+        self.dirty = True
+
+    def render(self, prefix: str, limit: int | None) -> str:
+        lines = self.lines if limit is None else self.lines[-limit:]
+        out = []
+        if limit is not None and len(self.lines) > limit:
+            hidden = len(self.lines) - limit
+            out.append(f"{prefix}… {hidden:,} earlier lines (all shown when the cell ends)")
+        for stream, line in lines:
+            out.append(f"{prefix}{RED}{line}{RESET}" if stream == "stderr" else prefix + line)
+        if self.result is not None:
+            out.append(prefix + self.result)
+        return "\n".join(out)
+
+
+class CellOutput:
+    """The streamed output of one ``%%skyward run`` cell, one block per node."""
+
+    def __init__(self, bus: EventBus, nodes: list[NodeInstance], prefixed: bool) -> None:
+        self._by_instance = {n.instance.id: n.node for n in nodes}
+        self._texts: dict[int, _NodeText] = {n.node: _NodeText() for n in nodes}
+        self._prefixed = prefixed
+        self._throttle = _Throttle(self._flush)
+        self._unsubscribe = bus.subscribe(Log, self._on_log)
+
+    def _prefix(self, node: int) -> str:
+        return f"[node {node}] " if self._prefixed else ""
+
+    def _on_log(self, event: Log) -> None:
+        node = self._by_instance.get(event.instance.instance.id)
+        if node is None:
+            return
+        self._texts[node].add(event.stream, event.line, event.overwrite)
+        self._throttle.poke()
+
+    def set_result(self, node: int, text: str) -> None:
+        """The repr of the cell's last expression on ``node``."""
+        self._texts[node].result = text
+        self._texts[node].dirty = True
+
+    def _show(self, node: int, text: _NodeText, limit: int | None) -> None:
+        bundle = {"text/plain": text.render(self._prefix(node), limit)}
+        if text.handle is None:
+            text.handle = display(bundle, raw=True, display_id=True)
+        else:
+            text.handle.update(bundle, raw=True)
+        text.dirty = False
+
+    def _flush(self) -> None:
+        for node, text in self._texts.items():
+            if text.dirty:
+                self._show(node, text, LIVE_LINES)
+
+    def close(self) -> None:
+        """Stop listening and show every node's whole output."""
+        self._unsubscribe()
+        self._throttle.cancel()
+        for node, text in self._texts.items():
+            if text.dirty or (text.handle is not None and len(text.lines) > LIVE_LINES):
+                self._show(node, text, None)
+
+
+class _NodeProgress:
+    __slots__ = ("address", "instance_id", "phase", "state")
+
+    def __init__(self) -> None:
+        self.state = "requested"
+        self.instance_id = ""
+        self.address = ""
+        self.phase = ""
+
+
+class UpProgress:
+    """Live per-node phases while ``%skyward up`` runs; a one-line summary at the end."""
+
+    def __init__(self, bus: EventBus, provider: str, nodes: int) -> None:
+        self._provider = provider
+        self._nodes = {n: _NodeProgress() for n in range(nodes)}
+        self._node_of: dict[str, int] = {}
+        self._cluster = ""
+        self._start = time.monotonic()
+        self._handle: DisplayHandle | None = display(
+            {"text/plain": self._render()}, raw=True, display_id=True
+        )
+        self._throttle = _Throttle(self._flush)
+        self._unsubscribe = bus.subscribe_all(self._on_event)
+
+    def _on_event(self, event: Any) -> None:
+        match event:
+            case ClusterProvisioned(cluster_id=cluster_id):
+                self._cluster = cluster_id
+            case InstanceLaunched(node_id=node, instance_id=iid) if node in self._nodes:
+                self._node_of[iid] = node
+                self._nodes[node].state = "launched"
+                self._nodes[node].instance_id = iid
+            case InstanceRunning(node_id=node, instance=instance) if node in self._nodes:
+                self._nodes[node].state = "running"
+                self._nodes[node].address = f"{instance.ip}:{instance.ssh_port}"
+            case InstanceProvisioned(instance=ni):
+                self._set(ni, "provisioned")
+            case BootstrapPhase(instance=ni, event="started", phase=phase):
+                self._set(ni, "bootstrapping", phase)
+            case BootstrapPhase(instance=ni, event="failed", phase=phase):
+                self._set(ni, "failed", phase)
+            case BootstrapFailed(instance=ni, phase=phase):
+                self._set(ni, "failed", phase)
+            case InstanceBootstrapped(instance=ni):
+                self._set(ni, "ready")
+            case Error():
+                pass
+            case _:
+                return
+        self._throttle.poke()
+
+    def _set(self, ni: NodeInstance, state: str, phase: str = "") -> None:
+        progress = self._nodes.get(ni.node)
+        if progress is not None and self._node_of.get(ni.instance.id) == ni.node:
+            progress.state = state
+            progress.phase = phase
+
+    def _render(self) -> str:
+        elapsed = time.monotonic() - self._start
+        head = f"skyward up · {self._provider} · {len(self._nodes)} node(s)"
+        if self._cluster:
+            head += f" · {self._cluster}"
+        lines = [f"{head} · {elapsed:.1f} s"]
+        for node, p in self._nodes.items():
+            state = f"{p.state}: {p.phase}" if p.phase and p.state != "ready" else p.state
+            lines.append(f"  node {node}  {p.instance_id:<28} {p.address:<21} {state}")
+        return "\n".join(lines)
+
+    def _flush(self) -> None:
+        if self._handle is not None:
+            self._handle.update({"text/plain": self._render()}, raw=True)
+
+    def finish(self, summary: str | None) -> None:
+        """Stop listening; replace the progress with ``summary`` (or the last state)."""
+        self._unsubscribe()
+        self._throttle.cancel()
+        if self._handle is not None:
+            text = summary if summary is not None else self._render()
+            self._handle.update({"text/plain": text}, raw=True)
+
+    def summary(self, ready: ClusterReady) -> str:
+        """The one line shown once the cluster is ready."""
+        cluster = ready.cluster
+        elapsed = time.monotonic() - self._start
+        kinds = {n.instance.offer.instance_type for n in cluster.nodes if n.instance.offer}
+        addresses = ", ".join(f"{n.instance.ip}:{n.instance.ssh_port}" for n in cluster.nodes)
+        kind = f" ({', '.join(sorted(kinds))})" if kinds else ""
+        return (
+            f"✓ cluster {cluster.id} ready: {len(cluster.nodes)} node(s) on "
+            f"{cluster.provider}{kind} in {elapsed:.1f} s · {addresses}"
+        )

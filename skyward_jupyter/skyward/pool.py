@@ -1,0 +1,227 @@
+"""The pool: one kernel's clusters, wired together from the layers below.
+
+It builds the bus, the lifecycles, the providers and the bootstrapper, and offers the
+few verbs the magics need: ``up``, ``run``, ``down``. It is the only place that knows
+every layer, so that each layer below stays ignorant of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .core.bus import EventBus
+from .core.lifecycle import Lifecycle
+from .core.provider import Provider
+from .core.registry import ClusterRecord, ClusterState, Registry
+from .errors import BootstrapError, ProvisionError, UsageError
+from .events import (
+    BootstrapFailed,
+    ClusterReady,
+    ClusterRequested,
+    Error,
+    NodeInstance,
+    ShutdownRequested,
+)
+from .model import ClusterSpec
+from .transport.bootstrap import Bootstrapper
+from .transport.keys import generate_host_key, make_cluster_keys
+
+__all__ = ["CellRun", "Pool"]
+
+log = logging.getLogger("skyward")
+
+
+def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
+    """Build the provider ``name`` with the options of ``spec``."""
+    from .providers import get_provider
+
+    return get_provider(name, runtime=spec.runtime)
+
+
+class CellRun:
+    """One cell sent to some nodes: its task ids and, once done, each node's answer."""
+
+    def __init__(self, task_prefix: str, nodes: list[NodeInstance]) -> None:
+        self.nodes = nodes
+        self.task_ids = {n.node: f"{task_prefix}-n{n.node}" for n in nodes}
+        self.results: dict[int, dict[str, Any] | BaseException] = {}
+
+
+class Pool:
+    """This kernel's clusters (one current at a time) and the verbs on them."""
+
+    def __init__(self, provider_for: Callable[[str, ClusterSpec], Provider] | None = None):
+        self.bus = EventBus()
+        self.registry = Registry()
+        self.lifecycle = Lifecycle(
+            self.bus,
+            self.registry,
+            provider_for or default_provider_for,
+            make_cluster_keys,
+            generate_host_key,
+        )
+        self.bootstrapper = Bootstrapper(self.bus, self.registry)
+        self.current: ClusterRecord | None = None
+        self._cells = itertools.count(1)
+
+    # -- up -----------------------------------------------------------------------------
+
+    async def up(self, spec: ClusterSpec) -> ClusterReady:
+        """Provision and bootstrap a cluster; raise with the reason if it fails.
+
+        If this coroutine is cancelled (an interrupted cell), everything launched so far
+        is destroyed before the cancellation goes on.
+        """
+        if self.current is not None and self.current.state is not ClusterState.DESTROYED:
+            raise UsageError(f"cluster {self.current.id} is already up; `%skyward down` it first")
+        request_id = "up-" + secrets.token_hex(4)
+        failures: list[BootstrapFailed] = []
+        unsubscribe = self.bus.subscribe(BootstrapFailed, failures.append)
+        try:
+            answer = await self.bus.request(
+                lambda reply: ClusterRequested(request_id, spec.provider, spec, reply)  # type: ignore[arg-type]
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._abort(request_id))
+            raise
+        finally:
+            unsubscribe()
+        record = self.registry.by_request(request_id)
+        if isinstance(answer, ClusterReady):
+            self.current = record
+            return answer
+        if failures:
+            first = failures[0]
+            message, _, output = first.error.partition("\n")
+            raise BootstrapError(first.instance.node, first.phase, message, output)
+        raise ProvisionError(answer.message if isinstance(answer, Error) else str(answer))
+
+    async def _abort(self, request_id: str) -> None:
+        for _ in range(100):
+            record = self.registry.by_request(request_id)
+            if record is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            return
+        await self._shutdown(record.id)
+
+    # -- run ----------------------------------------------------------------------------
+
+    def ready_cluster(self) -> ClusterRecord:
+        """The current cluster, if it is ready for cells."""
+        record = self.current
+        if record is None or record.state is not ClusterState.READY:
+            raise UsageError("no cluster is up: run `%skyward up --provider container` first")
+        return record
+
+    def select(self, targets: Iterable[int] | None) -> list[NodeInstance]:
+        """The ready nodes a cell should run on (all when ``targets`` is None)."""
+        nodes = self.ready_cluster().node_instances()
+        if targets is None:
+            return nodes
+        wanted = sorted(set(targets))
+        known = {n.node: n for n in nodes}
+        missing = [t for t in wanted if t not in known]
+        if missing:
+            raise UsageError(
+                f"no node {', '.join(map(str, missing))} in this cluster "
+                f"(nodes are {', '.join(map(str, known))})"
+            )
+        return [known[t] for t in wanted]
+
+    def prepare(self, nodes: list[NodeInstance]) -> CellRun:
+        """A new cell run over ``nodes`` (no I/O yet)."""
+        record = self.ready_cluster()
+        return CellRun(f"{record.id}-cell{next(self._cells)}", nodes)
+
+    async def run(self, cell: CellRun, code: str, filename: str) -> CellRun:
+        """Run ``code`` on the cell's nodes concurrently; collect each node's answer.
+
+        On cancellation (a kernel interrupt), the remote cells are interrupted and their
+        answers awaited briefly, so their output and errors still arrive; then the
+        cancellation goes on.
+        """
+        agents = self.bootstrapper.agents
+        futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        for node in cell.nodes:
+            agent = agents[node.instance.id]
+            task_id = cell.task_ids[node.node]
+            futures[node.node] = asyncio.ensure_future(agent.execute(task_id, code, filename))
+        try:
+            await asyncio.wait(futures.values())
+        except asyncio.CancelledError:
+            for node in cell.nodes:
+                try:
+                    agents[node.instance.id].interrupt(cell.task_ids[node.node])
+                except Exception:
+                    pass
+            await asyncio.shield(asyncio.wait(futures.values(), timeout=10.0))
+            self._collect(cell, futures)
+            raise
+        self._collect(cell, futures)
+        return cell
+
+    @staticmethod
+    def _collect(cell: CellRun, futures: dict[int, asyncio.Future[dict[str, Any]]]) -> None:
+        for node, future in futures.items():
+            if future.done():
+                exc = future.exception()
+                cell.results[node] = exc if exc is not None else future.result()
+            else:
+                future.cancel()
+
+    # -- down ---------------------------------------------------------------------------
+
+    async def down(self) -> ClusterRecord:
+        """Destroy the current cluster and everything it launched."""
+        record = self.current
+        if record is None or record.state is ClusterState.DESTROYED:
+            raise UsageError("no cluster is up")
+        await self._shutdown(record.id)
+        return record
+
+    async def _shutdown(self, cluster_id: str) -> None:
+        await asyncio.shield(self.bus.request(lambda reply: ShutdownRequested(cluster_id, reply)))
+
+    async def aclose(self) -> None:
+        """Destroy every live cluster, then stop the bus."""
+        for record in self.registry.live():
+            await self._shutdown(record.id)
+        await self.bus.aclose()
+
+    def close_sync(self, timeout: float = 60.0) -> None:
+        """Destroy every live instance without the kernel's loop (at interpreter exit).
+
+        The providers' ``destroy`` runs on a fresh loop in a helper thread, so this works
+        whether or not the kernel's loop is still running.
+        """
+        live = [(record, iid) for record in self.registry.live() for iid in list(record.instances)]
+        if not live:
+            return
+
+        async def destroy_all() -> None:
+            async def one(record: ClusterRecord, iid: str) -> None:
+                try:
+                    await record.provider.destroy(record.context, iid)
+                    record.instances.pop(iid, None)
+                except Exception:
+                    log.exception("skyward: could not destroy %s at exit", iid)
+
+            await asyncio.gather(*(one(r, i) for r, i in live))
+            for record in {id(r): r for r, _ in live}.values():
+                try:
+                    await record.provider.teardown(record.context)
+                except Exception:
+                    log.exception("skyward: could not tear down %s at exit", record.id)
+                record.state = ClusterState.DESTROYED
+
+        thread = threading.Thread(target=asyncio.run, args=(destroy_all(),), daemon=True)
+        thread.start()
+        thread.join(timeout)

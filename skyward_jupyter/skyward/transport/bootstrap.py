@@ -1,0 +1,285 @@
+"""The bootstrap: prepare an instance for work, in phases, over SSH.
+
+Phases: ``python`` (an interpreter with the kernel's major.minor, and a venv),
+``packages`` (``--pip``; only when asked for), ``agent`` (upload and start the agent, then
+open its channel). Each phase emits ``BootstrapPhase`` started/completed/failed with its
+elapsed time, each command a ``BootstrapCommand`` and its output ``ConsoleOutput``. A
+failing phase gives ``BootstrapFailed`` with the tail of the command's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shlex
+import sys
+import tarfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..core.bus import EventBus, respond
+from ..core.registry import Registry
+from ..errors import SkywardError
+from ..events import (
+    BootstrapCommand,
+    BootstrapFailed,
+    BootstrapPhase,
+    BootstrapRequested,
+    ConsoleOutput,
+    InstanceBootstrapped,
+    InstanceDestroyed,
+    NodeInstance,
+)
+from .agent_client import AgentClient
+from .ssh import connect
+
+__all__ = ["Bootstrapper", "agent_bundle"]
+
+T = TypeVar("T")
+TAIL_LINES = 30
+PYTHON_ENV_SCRIPT = (Path(__file__).parent / "python_env.sh").read_text()
+AGENT_MODULES = ("__init__.py", "events.py", "model.py", "wire.py", "errors.py", "agent.py")
+
+
+class PhaseFailed(SkywardError):
+    """A bootstrap command failed; ``output`` is the tail of what it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+@cache
+def agent_bundle() -> bytes:
+    """A gzipped tar of the agent's modules and cloudpickle, as uploaded to instances."""
+    import cloudpickle
+
+    package = Path(__file__).resolve().parent.parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in AGENT_MODULES:
+            tar.add(package / name, arcname=f"skyward/{name}")
+        cp_dir = Path(cloudpickle.__file__).resolve().parent
+        for path in sorted(cp_dir.glob("*.py")):
+            tar.add(path, arcname=f"cloudpickle/{path.name}")
+    return buffer.getvalue()
+
+
+class _Lines:
+    """Splits a command's output into ConsoleOutput lines, honouring carriage returns."""
+
+    def __init__(self, emit: Callable[[str, bool], None]) -> None:
+        self._emit = emit
+        self._pending = ""
+        self._open = False
+
+    def feed(self, text: str) -> None:
+        text = self._pending + text.replace("\r\n", "\n")
+        self._pending = ""
+        start = 0
+        for i, char in enumerate(text):
+            if char == "\n" or (char == "\r" and i + 1 < len(text)):
+                segment = text[start:i]
+                if char == "\n" or segment:
+                    self._emit(segment, self._open)
+                    self._open = char == "\r"
+                start = i + 1
+        self._pending = text[start:]
+
+    def close(self) -> None:
+        if self._pending.strip("\r"):
+            self._emit(self._pending.rstrip("\r"), self._open)
+        self._pending = ""
+
+
+class Bootstrapper:
+    """Answers ``BootstrapRequested``; keeps each bootstrapped node's agent client."""
+
+    def __init__(self, bus: EventBus, registry: Registry) -> None:
+        self.bus = bus
+        self.registry = registry
+        self.agents: dict[str, AgentClient] = {}
+        self.connections: dict[str, Any] = {}
+        bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
+        bus.subscribe(InstanceDestroyed, self._on_destroyed)
+
+    async def _on_destroyed(self, event: InstanceDestroyed) -> None:
+        await self.disconnect(event.instance_id)
+
+    async def disconnect(self, instance_id: str) -> None:
+        """Close the agent channel and SSH connection of an instance."""
+        agent = self.agents.pop(instance_id, None)
+        if agent is not None:
+            await agent.aclose()
+        connection = self.connections.pop(instance_id, None)
+        if connection is not None:
+            connection.close()
+
+    async def _on_bootstrap_requested(self, request: BootstrapRequested) -> None:
+        node = request.instance
+        found = self.registry.instance(node.instance.id)
+        if found is None:
+            respond(self.bus, request, BootstrapFailed(node, "connect", "unknown instance"))
+            return
+        cluster, record = found
+        phase = "connect"
+        try:
+            phase = "connect"
+            connection = await self._phase(
+                node, phase, lambda: connect(node, record.host_public_key, timeout=120.0)
+            )
+            self.connections[node.instance.id] = connection
+            phase = "python"
+            home = await self._phase(
+                node, phase, lambda: self._python(connection, node, cluster.spec.python)
+            )
+            if cluster.spec.pip:
+                phase = "packages"
+                await self._phase(
+                    node, phase, lambda: self._packages(connection, node, cluster.spec.pip)
+                )
+            phase = "agent"
+            agent = await self._phase(
+                node,
+                phase,
+                lambda: self._agent(connection, node, home, cluster.id, cluster.spec),
+            )
+        except asyncio.CancelledError:
+            await self.disconnect(node.instance.id)
+            raise
+        except Exception as exc:
+            await self.disconnect(node.instance.id)
+            output = getattr(exc, "output", "")
+            message = str(exc) or type(exc).__name__
+            error = f"{message}\n{output}" if output else message
+            respond(self.bus, request, BootstrapFailed(node, phase, error))
+            return
+        self.agents[node.instance.id] = agent
+        respond(self.bus, request, InstanceBootstrapped(node))
+
+    async def _phase(self, node: NodeInstance, name: str, body: Callable[[], Awaitable[T]]) -> T:
+        self.bus.publish(BootstrapPhase(node, "started", name))
+        start = time.monotonic()
+        try:
+            result = await body()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            elapsed = time.monotonic() - start
+            self.bus.publish(BootstrapPhase(node, "failed", name, elapsed, str(exc)))
+            raise
+        self.bus.publish(BootstrapPhase(node, "completed", name, time.monotonic() - start))
+        return result
+
+    async def _run(
+        self,
+        connection: Any,
+        node: NodeInstance,
+        command: str,
+        shown: str | None = None,
+        stdin: bytes | None = None,
+    ) -> str:
+        """Run one command, streaming its output as ConsoleOutput; return its stdout."""
+        self.bus.publish(BootstrapCommand(node, shown or command))
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        stdout: list[str] = []
+
+        def emitter(stream: str) -> Callable[[str, bool], None]:
+            def emit(line: str, overwrite: bool) -> None:
+                if overwrite and tail:
+                    tail.pop()
+                tail.append(line)
+                self.bus.publish(ConsoleOutput(node, line, stream, overwrite))  # type: ignore[arg-type]
+
+            return emit
+
+        process = await connection.create_process(command, encoding=None)
+        if stdin is not None:
+            process.stdin.write(stdin)
+        process.stdin.write_eof()
+
+        async def pump(source: Any, stream: str) -> None:
+            lines = _Lines(emitter(stream))
+            while chunk := await source.read(1 << 16):
+                text = chunk.decode("utf-8", errors="replace")
+                if stream == "stdout":
+                    stdout.append(text)
+                lines.feed(text)
+            lines.close()
+
+        await asyncio.gather(pump(process.stdout, "stdout"), pump(process.stderr, "stderr"))
+        result = await process.wait()
+        if result.exit_status != 0:
+            status = result.exit_status if result.exit_status is not None else result.exit_signal
+            raise PhaseFailed(f"command exited with status {status}", "\n".join(tail))
+        return "".join(stdout)
+
+    async def _python(self, connection: Any, node: NodeInstance, wanted: str) -> str:
+        want = wanted or "{}.{}".format(*sys.version_info[:2])
+        script = f"WANT={shlex.quote(want)}\n" + PYTHON_ENV_SCRIPT
+        out = await self._run(connection, node, script, shown=f"find python {want}; make venv")
+        for line in out.splitlines():
+            if line.startswith("SKYWARD_HOME="):
+                return line.removeprefix("SKYWARD_HOME=")
+        raise PhaseFailed("could not learn the instance's home directory", out[-2000:])
+
+    async def _packages(
+        self, connection: Any, node: NodeInstance, packages: tuple[str, ...]
+    ) -> None:
+        wanted = " ".join(shlex.quote(p) for p in packages)
+        command = (
+            "cd ~ && py=.skyward/venv/bin/python && "
+            "{ $py -m pip --version >/dev/null 2>&1 || $py -m ensurepip --upgrade >/dev/null; } && "
+            f"$py -m pip install --disable-pip-version-check --no-input {wanted}"
+        )
+        await self._run(connection, node, command, shown=f"pip install {' '.join(packages)}")
+
+    async def _agent(
+        self, connection: Any, node: NodeInstance, home: str, cluster_id: str, spec: Any
+    ) -> AgentClient:
+        await self._run(
+            connection,
+            node,
+            "cd ~ && mkdir -p .skyward/lib && rm -rf .skyward/lib/skyward .skyward/lib/cloudpickle"
+            " && tar -xzf - -C .skyward/lib",
+            shown="upload agent to ~/.skyward/lib",
+            stdin=agent_bundle(),
+        )
+        socket_path = f"{home}/.skyward/agent.sock"
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env)
+        shown_env = " ".join(f"{k}=***" for k, _ in spec.env)
+        args = (
+            f"--socket {shlex.quote(socket_path)} --node {node.node} "
+            f"--nodes {spec.nodes} --cluster {shlex.quote(cluster_id)}"
+        )
+        start = (
+            "cd ~ && { [ -f .skyward/agent.pid ] && kill $(cat .skyward/agent.pid) 2>/dev/null;"
+            " true; } && rm -f .skyward/agent.sock && "
+            "@LAUNCHER@ env @ENV@ PYTHONPATH=$HOME/.skyward/lib nohup .skyward/venv/bin/python "
+            f"-m skyward.agent {args} > .skyward/agent.log 2>&1 < /dev/null & "
+            "echo $! > .skyward/agent.pid"
+        )
+        launcher = "$(command -v setsid || true)"
+        await self._run(
+            connection,
+            node,
+            start.replace("@LAUNCHER@", launcher).replace("@ENV@", env),
+            shown="start agent: "
+            + start.replace("@LAUNCHER@", "setsid").replace("@ENV@", shown_env),
+        )
+        agent = AgentClient(self.bus, node, connection, socket_path)
+        try:
+            await agent.open(timeout=20.0)
+        except Exception as exc:
+            log_tail = await self._run(
+                connection,
+                node,
+                "tail -n 20 ~/.skyward/agent.log 2>/dev/null; true",
+                shown="tail ~/.skyward/agent.log",
+            )
+            raise PhaseFailed(str(exc), log_tail) from exc
+        return agent

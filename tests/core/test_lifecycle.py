@@ -1,0 +1,174 @@
+"""The lifecycle's fact order and cleanup, with a fake provider and a fake bootstrapper.
+
+The real path (container provider, SSH, agent) is covered by tests/integration.
+"""
+
+import asyncio
+
+import pytest
+
+from skyward import (
+    BootstrapFailed,
+    BootstrapRequested,
+    ClusterDestroyed,
+    ClusterProvisioned,
+    ClusterReady,
+    ClusterRequested,
+    Error,
+    InstanceBootstrapped,
+    InstanceDestroyed,
+    InstanceLaunched,
+    InstanceProvisioned,
+    InstanceRunning,
+    ShutdownRequested,
+)
+from skyward.core.bus import EventBus, respond
+from skyward.core.lifecycle import Lifecycle
+from skyward.core.provider import ClusterKeys, InstanceState, StatusReport
+from skyward.core.registry import ClusterState, Registry
+from skyward.model import ClusterSpec, Instance
+
+
+class FakeProvider:
+    name = "container"
+    ssh_user = "me"
+
+    def __init__(self, launch_delay=0.0):
+        self.live: set[str] = set()
+        self.torn_down = False
+        self.launch_delay = launch_delay
+        self.count = 0
+
+    async def prepare(self, cluster_id, spec, keys):
+        return {"cluster": cluster_id}
+
+    async def launch(self, context, request):
+        await asyncio.sleep(self.launch_delay)
+        self.count += 1
+        iid = f"i-{request.node_id}-{self.count}"
+        self.live.add(iid)
+        return iid
+
+    async def wait_running(self, context, instance_id, timeout):
+        return Instance(instance_id, "running", "127.0.0.1", "127.0.0.1", 2222)
+
+    async def status(self, context, instance_id):
+        return StatusReport(InstanceState.RUNNING)
+
+    async def destroy(self, context, instance_id):
+        self.live.discard(instance_id)
+
+    async def teardown(self, context):
+        self.torn_down = True
+
+
+def make(provider, fail_node=None, bootstrap_delay=0.0):
+    bus, registry = EventBus(), Registry()
+
+    async def keys(cluster_id):
+        return ClusterKeys("/dev/null", "ssh-ed25519 AAAA test")
+
+    Lifecycle(bus, registry, lambda name, spec: provider, keys, lambda: ("priv", "pub"))
+
+    async def bootstrap(request: BootstrapRequested):
+        await asyncio.sleep(bootstrap_delay)
+        if request.instance.node == fail_node:
+            respond(bus, request, BootstrapFailed(request.instance, "packages", "no such package"))
+        else:
+            respond(bus, request, InstanceBootstrapped(request.instance))
+
+    bus.subscribe(BootstrapRequested, bootstrap)
+    log = []
+    bus.subscribe_all(log.append)
+    return bus, registry, log
+
+
+def up(bus, nodes=2):
+    spec = ClusterSpec("container", nodes=nodes)
+    return bus.request(lambda r: ClusterRequested("req", "container", spec, r), timeout=5)
+
+
+NODE_ORDER = [
+    InstanceLaunched,
+    InstanceRunning,
+    InstanceProvisioned,
+    BootstrapRequested,
+    InstanceBootstrapped,
+]
+
+
+async def test_up_publishes_facts_in_order():
+    provider = FakeProvider()
+    bus, registry, log = make(provider)
+    answer = await up(bus, nodes=2)
+    assert isinstance(answer, ClusterReady)
+    assert [n.node for n in answer.cluster.nodes] == [0, 1]
+    kinds = [type(e) for e in log]
+    assert kinds[0] is ClusterRequested and kinds[1] is ClusterProvisioned
+    assert kinds[-1] is ClusterReady
+    for node in (0, 1):
+        mine = [
+            type(e)
+            for e in log
+            if type(e) in NODE_ORDER
+            and getattr(e, "node_id", None) in (node,)
+            or (hasattr(e, "instance") and getattr(e.instance, "node", None) == node)
+        ]
+        assert mine == NODE_ORDER
+    record = registry.get(answer.cluster.id)
+    assert record.state is ClusterState.READY
+    assert len(provider.live) == 2
+
+
+async def test_shutdown_destroys_each_instance_then_the_cluster():
+    provider = FakeProvider()
+    bus, registry, log = make(provider)
+    ready = await up(bus)
+    cid = ready.cluster.id
+    log.clear()
+    answer = await bus.request(lambda r: ShutdownRequested(cid, r), timeout=5)
+    assert answer == ClusterDestroyed(cid)
+    kinds = [type(e) for e in log]
+    assert kinds == [ShutdownRequested, InstanceDestroyed, InstanceDestroyed, ClusterDestroyed]
+    assert provider.live == set() and provider.torn_down
+    assert registry.get(cid).instances == {}
+
+
+async def test_bootstrap_failure_becomes_error_and_tears_down():
+    provider = FakeProvider()
+    bus, registry, log = make(provider, fail_node=1)
+    answer = await up(bus)
+    assert isinstance(answer, Error) and answer.fatal
+    assert "phase 'packages'" in answer.message and "node 1" in answer.message
+    assert any(isinstance(e, BootstrapFailed) for e in log)
+    kinds = [type(e) for e in log]
+    fatal = next(i for i, e in enumerate(log) if isinstance(e, Error) and e.fatal)
+    assert kinds[fatal + 1 :] == [InstanceDestroyed, InstanceDestroyed, ClusterDestroyed]
+    assert provider.live == set()
+
+
+async def test_shutdown_during_up_destroys_what_was_launched():
+    provider = FakeProvider()
+    bus, registry, log = make(provider, bootstrap_delay=10)
+    pending = asyncio.ensure_future(up(bus, nodes=3))
+    while len(provider.live) < 3:
+        await asyncio.sleep(0.01)
+    cid = next(iter(registry.clusters))
+    await bus.request(lambda r: ShutdownRequested(cid, r), timeout=5)
+    assert provider.live == set()
+    assert registry.get(cid).state is ClusterState.DESTROYED
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+
+
+async def test_provider_error_becomes_fatal_error():
+    class Broken(FakeProvider):
+        async def wait_running(self, context, instance_id, timeout):
+            raise OSError("no route")
+
+    provider = Broken()
+    bus, registry, log = make(provider)
+    answer = await up(bus, nodes=1)
+    assert isinstance(answer, Error) and "no route" in answer.message
+    assert provider.live == set()
