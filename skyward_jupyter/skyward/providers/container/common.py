@@ -1,0 +1,61 @@
+"""Small helpers shared by the process and engine runtimes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+from ...model import Offer
+
+__all__ = ["default_base_dir", "local_offer", "remove_tree", "safe_name"]
+
+
+def default_base_dir() -> Path:
+    """``$XDG_DATA_HOME/skyward/container`` (or ``~/.local/share/skyward/container``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "skyward" / "container"
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable as one path component and container name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text).strip(".-") or "cluster"
+
+
+def _memory_gb() -> float:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        return 0.0
+
+
+def local_offer(instance_type: str) -> Offer:
+    """This machine as an offer: free, with its own cores and memory."""
+    return Offer(
+        provider="container",
+        instance_type=instance_type,
+        vcpus=float(os.cpu_count() or 1),
+        memory_gb=_memory_gb(),
+        price_per_hour=0.0,
+        region="local",
+    )
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder, also one whose contents a command made read-only."""
+
+    def retry(func: object, name: str, info: tuple[type, BaseException, object]) -> None:
+        if isinstance(info[1], FileNotFoundError):
+            return
+        parent = os.path.dirname(name)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, os.stat(name).st_mode | stat.S_IRWXU)
+            shutil.rmtree(name, onerror=retry)
+        else:
+            os.unlink(name)
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=retry)

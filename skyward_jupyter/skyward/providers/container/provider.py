@@ -1,0 +1,71 @@
+"""The ``container`` provider: instances on this machine, with or without an engine.
+
+``runtime="process"`` (the default, and what works with nothing installed) runs each node
+as a local SSH server process; ``"docker"`` and ``"podman"`` run each node as a container
+with sshd. Either way the node is reached over SSH like a cloud machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...core.provider import ClusterKeys, LaunchRequest, StatusReport
+from ...errors import UsageError
+from ...events import InstanceId, ProviderName
+from ...model import ClusterSpec, Instance
+from .common import default_base_dir
+
+__all__ = ["RUNTIMES", "ContainerProvider"]
+
+RUNTIMES = ("process", "docker", "podman")
+
+
+class ContainerProvider:
+    """Local instances: one process or one container per node."""
+
+    name: ProviderName = "container"
+
+    def __init__(
+        self, runtime: str = "process", base_dir: str | Path | None = None, image: str | None = None
+    ) -> None:
+        if runtime not in RUNTIMES:
+            raise UsageError(
+                f"unknown container runtime '{runtime}': choose one of {', '.join(RUNTIMES)}"
+            )
+        self.runtime = runtime
+        self.base_dir = Path(base_dir) if base_dir is not None else default_base_dir()
+        self._impl: Any
+        if runtime == "process":
+            from .process_runtime import ProcessRuntime
+
+            self._impl = ProcessRuntime(self.base_dir)
+        else:
+            from .engine_runtime import EngineRuntime
+
+            self._impl = EngineRuntime(runtime, self.base_dir, image)
+        self.ssh_user: str = self._impl.ssh_user
+
+    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+        """Create the cluster's folder (and, for an engine, make sure the image exists)."""
+        return await self._impl.prepare(cluster_id, spec, keys)
+
+    async def launch(self, context: Any, request: LaunchRequest) -> InstanceId:
+        """Start one node; its id is known at once, its SSH endpoint after wait_running."""
+        return await self._impl.launch(context, request)
+
+    async def wait_running(self, context: Any, instance_id: InstanceId, timeout: float) -> Instance:
+        """Wait until the node's SSH server listens; return where it is."""
+        return await self._impl.wait_running(context, instance_id, timeout)
+
+    async def status(self, context: Any, instance_id: InstanceId) -> StatusReport:
+        """RUNNING while the node lives, TERMINATED (with the reason) once it died."""
+        return await self._impl.status(context, instance_id)
+
+    async def destroy(self, context: Any, instance_id: InstanceId) -> None:
+        """Kill the node and everything it started; return once nothing of it is left."""
+        await self._impl.destroy(context, instance_id)
+
+    async def teardown(self, context: Any) -> None:
+        """Destroy any node left and remove the cluster's folder (and containers)."""
+        await self._impl.teardown(context)
