@@ -27,7 +27,14 @@ __all__ = [
 
 
 class SkywardError(Exception):
-    """Base of every error skyward raises."""
+    """Base of every error skyward raises.
+
+    In a notebook it shows as its message, not as a traceback through skyward's own
+    plumbing, which would only hide what went wrong.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
 
 
 class UsageError(SkywardError):

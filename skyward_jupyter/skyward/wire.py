@@ -75,8 +75,16 @@ class FrameDecoder:
             if len(buf) < end:
                 break
             body = bytes(buf[start + HEADER.size : end])
-            frames.append(decode_plain(body) if self._plain else pickle.loads(body))
             start = end
+            try:
+                frames.append(decode_plain(body) if self._plain else pickle.loads(body))
+            except Exception as exc:
+                # Drop the bad frame (it is consumed) and report it; the caller decides
+                # whether the stream is still worth reading.
+                del buf[:start]
+                error = exc if isinstance(exc, FrameError) else FrameError(str(exc))
+                error.frames = frames  # type: ignore[attr-defined]
+                raise error from exc
         if start:
             del buf[:start]
         return frames

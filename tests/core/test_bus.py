@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-
 from skyward import ClusterDestroyed, Error, Log, ShutdownRequested
 from skyward.core.bus import EventBus, respond
 

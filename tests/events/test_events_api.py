@@ -12,7 +12,6 @@ import typing
 from pathlib import Path
 
 import pytest
-
 import skyward
 
 HERE = Path(__file__).parent
@@ -112,7 +111,12 @@ def test_aliases():
     assert skyward.RequestId is str and skyward.ClusterId is str
     assert skyward.InstanceId is str and skyward.NodeId is int
     assert set(typing.get_args(skyward.ProviderName)) == {
-        "aws", "gcp", "vastai", "verda", "runpod", "container",
+        "aws",
+        "gcp",
+        "vastai",
+        "verda",
+        "runpod",
+        "container",
     }
 
 
@@ -123,14 +127,26 @@ def test_exports_are_exactly_the_page_and_the_extension_hooks():
         "unload_ipython_extension",
     }
     public = {n for n in dir(skyward) if not n.startswith("_")}
-    submodules = {"events", "model", "core", "errors", "wire", "jupyter", "pool",
-                  "transport", "providers", "agent"}
+    submodules = {
+        "events",
+        "model",
+        "core",
+        "errors",
+        "wire",
+        "jupyter",
+        "pool",
+        "transport",
+        "providers",
+        "agent",
+    }
     assert public - submodules == set(skyward.__all__)
 
 
 def test_match_and_equality():
     a = skyward.Error("r1", "boom", fatal=True)
-    assert a == skyward.Error("r1", "boom", True) and hash(a) == hash(skyward.Error("r1", "boom", True))
+    assert a == skyward.Error("r1", "boom", True) and hash(a) == hash(
+        skyward.Error("r1", "boom", True)
+    )
     match a:
         case skyward.Error(message=m, fatal=True):
             assert m == "boom"

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import signal
+import socket
+import threading
 import time
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import no_var_expand
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from ..errors import CompositeError, RemoteError, SkywardError
 from ..errors import UsageError as SkywardUsageError
@@ -87,6 +89,7 @@ SkywardMagics.skyward.__doc__ = (SkywardMagics.skyward.__doc__ or "") + "\n" + o
 
 async def dispatch(line: str, cell: str | None) -> None:
     """Run one ``%skyward`` command as a coroutine on the kernel's loop."""
+    __tracebackhide__ = True
     parsed = options.parse_command(line)
     if parsed is None:
         return
@@ -163,6 +166,7 @@ async def _down() -> None:
 
 
 async def _run(args: Any, code: str) -> None:
+    __tracebackhide__ = True
     p = pool()
     nodes = p.select(options.parse_targets(args.on))
     cell = p.prepare(nodes)
@@ -172,7 +176,9 @@ async def _run(args: Any, code: str) -> None:
     view = CellOutput(p.bus, nodes, prefixed=total > 1)
     interrupted = False
     try:
-        await p.run(cell, code, filename)
+        # One blank line stands for the `%%skyward run` line, so that remote tracebacks
+        # carry the line numbers the user sees in the cell.
+        await p.run(cell, "\n" + code, filename)
     except asyncio.CancelledError:
         interrupted = True
     finally:
@@ -189,7 +195,9 @@ async def _run(args: Any, code: str) -> None:
                     view.set_result(node.node, answer["result"])
             else:
                 err = answer["error"]
-                if not (interrupted and err["ename"] == "KeyboardInterrupt"):
+                if interrupted and err["ename"] == "KeyboardInterrupt":
+                    view.set_result(node.node, _where(err["traceback"]))
+                else:
                     errors.append(
                         RemoteError(node.node, err["ename"], err["evalue"], err["traceback"])
                     )
@@ -204,9 +212,76 @@ async def _run(args: Any, code: str) -> None:
         raise CompositeError(errors)
 
 
+class _SignalWaker:
+    """Wakes the kernel's loop when a signal arrives, so an interrupt is seen at once.
+
+    The kernel's SIGINT may be delivered to any of its threads; Python then runs the
+    handler (which cancels the awaiting cell) in the main thread only when the loop next
+    wakes, which for a cell awaiting a remote answer may be many seconds later. A wakeup
+    fd read by the loop makes the C-level handler wake it. Installed only where no wakeup
+    fd is set yet, and removed at unload.
+    """
+
+    def __init__(self) -> None:
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        if self._pair is not None or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        if previous != -1:
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return
+        loop.add_reader(reader.fileno(), self._drain, reader)
+        self._pair, self._loop = (reader, writer), loop
+
+    @staticmethod
+    def _drain(reader: socket.socket) -> None:
+        try:
+            while reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def remove(self) -> None:
+        if self._pair is None or threading.current_thread() is not threading.main_thread():
+            return
+        reader, writer = self._pair
+        signal.set_wakeup_fd(-1)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+        self._pair = self._loop = None
+
+
+_waker = _SignalWaker()
+
+
+def _where(traceback: list[str]) -> str:
+    """``KeyboardInterrupt at line N: source`` from a remote traceback's last cell frame."""
+    for entry in reversed(traceback):
+        head, _, source = entry.strip().partition("\n")
+        if head.startswith('File "<skyward-cell-'):
+            line = head.split(", line ")[1].split(",")[0]
+            return f"KeyboardInterrupt at line {line}: {source.strip()}"
+    return "KeyboardInterrupt"
+
+
 def load(shell: Any) -> None:
     """Register the magics and the rewrite on ``shell``."""
     _state["shell"] = shell
+    _waker.install()
     shell.register_magics(SkywardMagics)
     cleanup = shell.input_transformers_cleanup
     if rewrite not in cleanup:
@@ -231,6 +306,7 @@ def unload(shell: Any) -> None:
     cleanup = shell.input_transformers_cleanup
     if rewrite in cleanup:
         cleanup.remove(rewrite)
+    _waker.remove()
     shell.magics_manager.magics["line"].pop("skyward", None)
     shell.magics_manager.magics["cell"].pop("skyward", None)
 

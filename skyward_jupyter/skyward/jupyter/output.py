@@ -9,6 +9,7 @@ the cell ends.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,10 +39,15 @@ RED, RESET = "\x1b[31m", "\x1b[0m"
 
 
 class _Throttle:
-    """Calls ``flush`` at most ``RATE`` times a second while something is dirty."""
+    """Calls ``flush`` at most ``RATE`` times a second while something is dirty.
+
+    ``flush`` runs in the context of the cell that made the throttle: ipykernel keeps the
+    parent message in a context variable, and that is what sends a display to its cell.
+    """
 
     def __init__(self, flush: Callable[[], None]) -> None:
         self._flush = flush
+        self._context = contextvars.copy_context()
         self._handle: asyncio.TimerHandle | None = None
         self._last = 0.0
 
@@ -50,7 +56,7 @@ class _Throttle:
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last + 1.0 / RATE - loop.time())
-        self._handle = loop.call_later(delay, self._fire)
+        self._handle = loop.call_later(delay, self._fire, context=self._context)
 
     def _fire(self) -> None:
         self._handle = None

@@ -66,6 +66,12 @@ class AgentClient:
         hello = frames.pop(0)
         if hello.get("k") != "hello":
             raise AgentError(f"node {self.node.node}: agent answered {hello.get('k')!r} to hello")
+        newest = int(hello.get("seq") or 0)
+        if (self.agent_pid is not None and hello.get("pid") != self.agent_pid) or (
+            newest < self.last_seq
+        ):
+            # A new agent (the old one died and was restarted): its frames count from 1.
+            self.last_seq = newest
         self.agent_pid = hello.get("pid")
         self._reader_task = self.bus.spawn(
             self._read(reader, decoder, frames), name=f"skyward:agent-reader-{self.node.node}"
@@ -82,8 +88,10 @@ class AgentClient:
                     break
                 for frame in decoder.feed(data):
                     self._handle(frame)
-        except (OSError, wire.FrameError) as exc:
-            self._fail(f"node {self.node.node}: agent channel broke ({exc})")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # asyncssh.ConnectionLost, OSError, FrameError, ...
+            self._fail(f"node {self.node.node}: agent channel broke ({exc or type(exc).__name__})")
             return
         self._fail(f"node {self.node.node}: lost the connection to the agent")
 

@@ -257,10 +257,11 @@ class Bootstrapper:
             f"--nodes {spec.nodes} --cluster {shlex.quote(cluster_id)}"
         )
         start = (
-            "cd ~ && { [ -f .skyward/agent.pid ] && kill $(cat .skyward/agent.pid) 2>/dev/null;"
-            " true; } && rm -f .skyward/agent.sock && "
+            "cd ~\n"
+            "if [ -f .skyward/agent.pid ]; then kill $(cat .skyward/agent.pid) 2>/dev/null; fi\n"
+            "rm -f .skyward/agent.sock\n"
             "@LAUNCHER@ env @ENV@ PYTHONPATH=$HOME/.skyward/lib nohup .skyward/venv/bin/python "
-            f"-m skyward.agent {args} > .skyward/agent.log 2>&1 < /dev/null & "
+            f"-m skyward.agent {args} > .skyward/agent.log 2>&1 < /dev/null &\n"
             "echo $! > .skyward/agent.pid"
         )
         launcher = "$(command -v setsid || true)"

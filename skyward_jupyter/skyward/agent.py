@@ -1,0 +1,795 @@
+"""The agent: runs on an instance and executes notebook cells for the kernel.
+
+``python -m skyward.agent --socket PATH [--node N] [--nodes M] [--cluster ID]``
+
+It listens on a UNIX socket (reached through SSH), serves one client at a time and
+outlives every connection: the namespace, the running cell and the output stay. Cells run
+in the main thread, so an interrupt can raise ``KeyboardInterrupt`` in them; socket I/O,
+output flushing and pipe reading run in daemon threads. Standard library only: this file
+is uploaded to bare instances.
+
+Frames (``wire``) to the agent: ``hello since``, ``exec task code filename``,
+``interrupt task``, ``ping id``, ``shutdown``. From it, plain data with a ``seq`` that
+grows by one per frame: ``started``, ``log task lines`` (``(stream, text, overwrite)``
+tuples), ``done task ok duration result error``, ``pong``, ``bye``. The ``hello`` reply is
+outside that numbering: its ``seq`` is the newest frame's (``oldest`` the oldest still
+kept), and the frames after ``since`` follow it, then live ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import codecs
+import io
+import linecache
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import types
+from collections import deque
+from itertools import groupby, islice, repeat
+from operator import itemgetter
+from queue import SimpleQueue
+from typing import Any
+
+from . import wire
+
+__all__ = ["Agent", "LineSink", "main"]
+
+FLUSH_INTERVAL = 0.01  # seconds between background log flushes
+PROGRESS_INTERVAL = 0.1  # seconds between two provisional states of one line (tqdm's pace)
+FRAME_TEXT = 1 << 20  # characters of log text per frame (a longer line gets a frame alone)
+REPLAY_FRAMES = 10_000  # frames kept for reconnecting clients...
+REPLAY_BYTES = 256 << 20  # ...and at most this many bytes of them
+SEND_BATCH = 8 << 20  # bytes per sendall, so a long replay does not build a huge buffer
+MAX_REPR = 100_000  # characters of a cell's result repr
+_HERE = __file__
+_first = itemgetter(0)
+_second = itemgetter(1)
+_log_fd = 2
+
+
+def _log(message: str) -> None:
+    """Agent diagnostics go to (a dup of) the original stderr, never into a cell's output."""
+    line = f"{time.strftime('%H:%M:%S')} skyward.agent[{os.getpid()}] {message}\n"
+    try:
+        os.write(_log_fd, line.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- output
+
+
+class _Stream:
+    """Line state of one stream: the open line, whether the last sent line was provisional."""
+
+    __slots__ = ("born", "buf", "cr", "open", "shown", "when")
+
+    def __init__(self) -> None:
+        self.buf = ""  # the current (unterminated) line
+        self.cr = False  # text ended with "\r": decided by the next char ("\r\n" or reset)
+        self.open = False  # the last line sent was provisional: the next one replaces it
+        self.shown: str | None = None  # text of that provisional line (not to resend it)
+        self.when = 0.0  # when it was sent
+        self.born: float | None = None  # when the unfinished line was first seen
+
+
+def _after_cr(text: str) -> str:
+    """What a "\r" progress bar leaves on screen: the text after the last carriage return."""
+    return text[text.rfind("\r") + 1 :] if "\r" in text else text
+
+
+class LineSink:
+    """Ordered (stream, text) chunks in; (stream, line, overwrite) lines out.
+
+    Writers only append to ``chunks`` (one list append per write, no lock: list append,
+    slice and slice deletion are atomic under the GIL), so printing stays cheap; the
+    flusher turns chunks into lines with progress-bar semantics.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, str]] = []
+        self.put = self.chunks.append
+        self._streams: dict[str, _Stream] = {}
+        self.deferred = False  # a provisional line waits for PROGRESS_INTERVAL to pass
+
+    def take(self, end: bool = False) -> list[tuple[str, str, bool]]:
+        """Lines for everything written so far; ``end`` closes open lines (a cell ended)."""
+        chunks = self.chunks
+        n = len(chunks)
+        items = chunks[:n]
+        del chunks[:n]
+        out: list[tuple[str, str, bool]] = []
+        for name, group in groupby(items, _first):
+            self._feed(name, "".join(map(_second, group)), out)
+        now = time.monotonic()
+        self.deferred = False
+        for name, st in self._streams.items():
+            if st.buf and st.buf != st.shown:
+                if st.born is None:
+                    st.born = now
+                # a line is shown unfinished only once it has waited a flush (not while
+                # print() is between its text and its "\n"), and a progress bar is redrawn
+                # at most every PROGRESS_INTERVAL
+                due = now - st.when >= PROGRESS_INTERVAL if st.open else now > st.born
+                if due or end:
+                    out.append((name, st.buf, st.open))
+                    st.open, st.shown, st.when = True, st.buf, now
+                else:
+                    self.deferred = True
+            if end:
+                st.buf, st.cr, st.open, st.shown, st.born = "", False, False, None, None
+        return out
+
+    def _feed(self, name: str, text: str, out: list[tuple[str, str, bool]]) -> None:
+        st = self._streams.get(name)
+        if st is None:
+            st = self._streams[name] = _Stream()
+        if st.cr:
+            text = "\r" + text
+            st.cr = False
+        if text.endswith("\r"):
+            text = text[:-1]
+            st.cr = True
+        cr = "\r" in text
+        if cr:
+            text = text.replace("\r\n", "\n")
+        parts = text.split("\n")
+        head = parts[0]
+        head = _after_cr(head) if cr and "\r" in head else st.buf + head
+        if len(parts) == 1:
+            st.buf = head
+            return
+        out.append((name, head, st.open))
+        st.open, st.shown, st.born = False, None, None
+        if len(parts) > 2:
+            middle = parts[1:-1]
+            out.extend(zip(repeat(name), map(_after_cr, middle) if cr else middle, repeat(False)))
+        st.buf = _after_cr(parts[-1]) if cr else parts[-1]
+
+
+class _Std:
+    """What code expects of a standard stream; closing it is ignored (later cells print)."""
+
+    _fd = 1
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd  # the pipe: os.write and subprocesses land in the same sink
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _BytesWriter(_Std, io.RawIOBase):
+    """``sys.stdout.buffer``: bytes written to it join the same ordered sink."""
+
+    def __init__(self, name: str, fd: int, put: Any) -> None:
+        self._name, self._fd, self._put = name, fd, put
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, b: Any) -> int:
+        text = self._decoder.decode(bytes(b))
+        if text:
+            self._put((self._name, text))
+        return len(b)
+
+
+class Writer(_Std, io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` while the agent runs: a write is one list append."""
+
+    encoding = "utf-8"
+    errors = "replace"
+    newlines = None
+    line_buffering = False
+
+    def __init__(self, name: str, fd: int, put: Any) -> None:
+        self._fd = fd
+        self.name = f"<{name}>"
+        self.buffer = _BytesWriter(name, fd, put)
+
+        def write(s: str, _put: Any = put, _name: str = name, _str: type = str) -> int:
+            if s.__class__ is not _str and not isinstance(s, _str):
+                raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+            if s:
+                _put((_name, s))
+            return len(s)
+
+        self.write = write  # a plain function: ~12% less per print than a bound method
+
+
+class Capture:
+    """Routes sys.stdout/stderr and file descriptors 1 and 2 into one ``LineSink``.
+
+    The descriptors become pipes so subprocesses and C code are captured too; a thread
+    pumps them, and ``drain`` reads what is already in them before a cell's "done".
+    """
+
+    def __init__(self, sink: LineSink) -> None:
+        self.sink = sink
+        self._lock = threading.Lock()
+        self._saved: list[int] = []
+        self._fds: dict[int, tuple[str, Any]] = {}
+        self._libc: Any = None
+
+    def install(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            r, w = os.pipe()
+            self._saved.append(os.dup(fd))
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self._fds[r] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+        sys.stdout = Writer("stdout", 1, self.sink.put)
+        sys.stderr = Writer("stderr", 2, self.sink.put)
+        threading.Thread(target=self._pump, name="skyward-pipes", daemon=True).start()
+        os.register_at_fork(after_in_child=_child_streams)
+
+    def restore(self) -> None:
+        """Put the original descriptors back (before exit: nobody pumps the pipes then)."""
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+
+    def _pump(self) -> None:
+        fds = list(self._fds)
+        try:
+            while True:
+                ready, _, _ = select.select(fds, [], [])
+                with self._lock:
+                    self._read(ready)
+        except Exception as exc:  # a dead pump must be visible in the log
+            _log(f"pipe reader stopped: {exc!r}")
+
+    def _read(self, fds: Any) -> None:
+        put = self.sink.put
+        for fd in fds:
+            name, decoder = self._fds[fd]
+            while True:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                text = decoder.decode(data)
+                if text:
+                    put((name, text))
+                if not data:
+                    break
+
+    def drain(self) -> None:
+        """Move what the process has written so far (any layer) into the sink."""
+        if self._libc is None:
+            try:
+                import ctypes
+
+                self._libc = ctypes.CDLL(None)
+            except Exception:  # no libc: C buffers stay unflushed
+                self._libc = False
+        if self._libc:
+            self._libc.fflush(None)  # C stdio of the cell's extensions
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:  # a cell may have closed them
+                pass
+        with self._lock:
+            self._read(list(self._fds))
+
+
+def _child_streams() -> None:
+    """A forked child (multiprocessing) has no flusher: write to the pipes, a line a write."""
+    for fd, attr in ((1, "stdout"), (2, "stderr")):
+        raw = io.BufferedWriter(io.FileIO(fd, "w", closefd=False))
+        setattr(sys, attr, io.TextIOWrapper(raw, "utf-8", "replace", line_buffering=True))
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+class Outbox:
+    """Numbers frames, keeps a bounded replay buffer, and sends them from one thread.
+
+    Emitting never blocks on the network: a slow or vanished client must not stall the
+    cell. The sender thread writes to whichever connection said hello last.
+    """
+
+    def __init__(self, max_frames: int = REPLAY_FRAMES, max_bytes: int = REPLAY_BYTES) -> None:
+        self._cond = threading.Condition()
+        self._frames: deque[tuple[int, bytes]] = deque()
+        self._bytes = 0
+        self._max_frames, self._max_bytes = max_frames, max_bytes
+        self.seq = 0
+        self._conn: socket.socket | None = None
+        self._cursor = 0  # last seq handed to the sender for the current connection
+        self._first: bytes | None = None  # the hello reply, sent before any replay
+        self._busy = False
+        threading.Thread(target=self._send_loop, name="skyward-send", daemon=True).start()
+
+    def emit(self, message: dict[str, Any]) -> int:
+        """Number ``message``, buffer it and wake the sender; returns its seq."""
+        with self._cond:
+            self.seq += 1
+            message["seq"] = self.seq
+            data = wire.encode(message)
+            self._frames.append((self.seq, data))
+            self._bytes += len(data)
+            while len(self._frames) > self._max_frames or (
+                self._bytes > self._max_bytes and len(self._frames) > 1
+            ):
+                self._bytes -= len(self._frames.popleft()[1])
+            self._cond.notify_all()
+            return self.seq
+
+    def attach(self, conn: socket.socket, hello: dict[str, Any], since: int) -> None:
+        """Make ``conn`` the client: send ``hello`` then every buffered frame after ``since``."""
+        with self._cond:
+            self._conn = conn
+            self._cursor = max(0, min(since, self.seq))
+            hello["seq"] = self.seq
+            hello["oldest"] = self._frames[0][0] if self._frames else self.seq + 1
+            self._first = wire.encode(hello)
+            self._cond.notify_all()
+
+    def detach(self, conn: socket.socket) -> None:
+        with self._cond:
+            if self._conn is conn:
+                self._conn = None
+                self._first = None
+                self._cond.notify_all()
+
+    def wait_sent(self, timeout: float) -> bool:
+        """Wait until the current client has been sent everything (or there is none)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (
+                    self._conn is None
+                    or (not self._busy and self._first is None and self._cursor >= self.seq)
+                ),
+                timeout,
+            )
+
+    def _pending(self) -> bool:
+        return self._conn is not None and (self._first is not None or self._cursor < self.seq)
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._pending)
+                conn, batch, size = self._conn, [], 0
+                if self._first is not None:
+                    batch.append(self._first)
+                    self._first = None
+                if self._frames and self._cursor < self.seq:
+                    oldest = self._frames[0][0]
+                    if self._cursor + 1 < oldest:
+                        _log(f"frames {self._cursor + 1}..{oldest - 1} were dropped unsent")
+                        self._cursor = oldest - 1
+                    for seq, data in islice(self._frames, self._cursor + 1 - oldest, None):
+                        batch.append(data)
+                        self._cursor = seq
+                        size += len(data)
+                        if size >= SEND_BATCH:
+                            break
+                self._busy = True
+            try:
+                assert conn is not None
+                conn.sendall(b"".join(batch))
+            except OSError as exc:
+                _log(f"client lost while sending: {exc!r}")
+                self.detach(conn)  # type: ignore[arg-type]
+                _close(conn)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+def _close(conn: socket.socket | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
+
+
+# ---------------------------------------------------------------------------- the agent
+
+
+class _CompileError(Exception):
+    """Wraps an error raised while compiling a cell: it has no frames worth showing."""
+
+
+class Agent:
+    """Serves clients on a UNIX socket and runs their cells in the main thread."""
+
+    def __init__(self, socket_path: str, node: int = 0, nodes: int = 1, cluster: str = "") -> None:
+        self.socket_path = socket_path
+        self.node, self.nodes, self.cluster = node, nodes, cluster
+        self.sink = LineSink()
+        self.capture = Capture(self.sink)
+        self.outbox: Outbox | None = None
+        self.namespace: dict[str, Any] = {}
+        self._queue: SimpleQueue[dict[str, Any] | None] = SimpleQueue()
+        self._flush_lock = threading.Lock()
+        self._conn_lock = threading.Lock()
+        self._conn: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._task: Any = None  # the running cell's task id (None between cells)
+        self._interruptible = False  # user code is on the main thread's stack
+        self._signal_lock = threading.Lock()  # guards the three below and the two above
+        self._interrupt_pending = False  # interrupted before its code began
+        self._queued: set[Any] = set()  # tasks waiting in the queue
+        self._cancelled: set[Any] = set()  # ... of which interrupted before they started
+        self._sigints = 0  # SIGINT handler runs, to tell whether a signal was acted on
+        self._stopping = False
+        self._main_ident = threading.main_thread().ident
+
+    # -- start and stop
+
+    def start(self) -> None:
+        """Bind the socket first (the bootstrap polls for it), then capture and serve."""
+        self._listener = _bind(self.socket_path)
+        self._inode = os.stat(self.socket_path).st_ino
+        self.outbox = Outbox()
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = builtins
+        self._agent_main = sys.modules.get("__main__")
+        sys.modules["__main__"] = main  # so pickle finds classes defined in cells
+        self.namespace = main.__dict__
+        signal.signal(signal.SIGINT, self._on_sigint)  # `nohup ... &` leaves SIGINT ignored
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
+        self.capture.install()
+        for target, name in ((self._accept_loop, "accept"), (self._flush_loop, "flush")):
+            threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
+        _log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
+
+    def serve(self) -> int:
+        """Run queued cells until shutdown; returns the exit status."""
+        while not self._stopping:
+            try:
+                message = self._queue.get()
+                if message is None or self._stopping:
+                    break
+                self._run(message)
+            except KeyboardInterrupt:
+                continue  # a signal from outside while idle
+            except Exception as exc:  # the agent outlives its own bugs
+                _log(f"cell machinery failed: {exc!r}")
+        self._cleanup()
+        return 0
+
+    def _cleanup(self) -> None:
+        self._unlink()
+        self.capture.restore()
+
+    def _unlink(self) -> None:
+        """Remove the socket, unless another agent has bound that path since."""
+        try:
+            if os.stat(self.socket_path).st_ino == self._inode:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._sigints += 1
+        if self._interruptible:
+            raise KeyboardInterrupt
+
+    # -- connections
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError as exc:
+                if self._stopping:
+                    return
+                _log(f"accept failed: {exc!r}")
+                time.sleep(0.1)
+                continue
+            with self._conn_lock:
+                old, self._conn = self._conn, conn
+            if old is not None:
+                assert self.outbox is not None
+                self.outbox.detach(old)
+                _close(old)
+                _log("a new client replaced the previous one")
+            threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        decoder = wire.FrameDecoder(plain=False)
+        try:
+            while True:
+                data = conn.recv(1 << 20)
+                if not data:
+                    break
+                for message in decoder.feed(data):
+                    self._handle(conn, message)
+        except Exception as exc:  # a bad client must not take the agent down
+            _log(f"client connection ended: {exc!r}")
+        finally:
+            assert self.outbox is not None
+            self.outbox.detach(conn)
+            with self._conn_lock:
+                if self._conn is conn:
+                    self._conn = None
+            _close(conn)
+
+    def _handle(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        op = message.get("op")
+        if op == "exec":
+            with self._signal_lock:
+                self._queued.add(message.get("task"))
+            self._queue.put(message)
+        elif op == "hello":
+            python = ".".join(map(str, sys.version_info[:3]))
+            hello = dict(k="hello", pid=os.getpid(), python=python, cwd=os.getcwd())
+            hello.update(node=self.node, nodes=self.nodes, cluster=self.cluster)
+            hello["running"] = self._task  # a reconnecting client learns its cell still runs
+            self.outbox.attach(conn, hello, int(message.get("since") or 0))
+        elif op == "interrupt":
+            self._interrupt(message.get("task"))
+        elif op == "ping":
+            self.outbox.emit({"k": "pong", "id": message.get("id"), "time": time.time()})
+        elif op == "shutdown":
+            self._shutdown()
+        else:
+            _log(f"unknown op {op!r} ignored")
+
+    def _interrupt(self, task: Any) -> None:
+        """KeyboardInterrupt in ``task`` if it runs; a queued one fails as soon as it starts."""
+        if task is None:
+            return
+        with self._signal_lock:
+            if task == self._task:
+                if self._interruptible:
+                    threading.Thread(target=self._kick, args=(task,), daemon=True).start()
+                else:
+                    self._interrupt_pending = True  # between "started" and its code
+            elif task in self._queued:
+                self._cancelled.add(task)
+
+    def _kick(self, task: Any) -> None:
+        """Signal the main thread until its handler runs.
+
+        One signal can be lost: if it lands after the interpreter's last check and before
+        a blocking call (``time.sleep``) starts, that call does not see it.
+        """
+        seen = self._sigints
+        for _ in range(200):
+            with self._signal_lock:
+                if self._sigints != seen or self._task != task or not self._interruptible:
+                    return
+                signal.pthread_kill(self._main_ident, signal.SIGINT)
+            time.sleep(0.05)
+
+    def _shutdown(self) -> None:
+        """Say bye, then stop: a running cell is interrupted, queued ones are dropped."""
+        assert self.outbox is not None
+        _log("shutdown requested")
+        self._stopping = True
+        self.outbox.emit({"k": "bye"})
+        self.outbox.wait_sent(2.0)
+        self._unlink()
+        self._interrupt(self._task)
+        self._queue.put(None)
+        watchdog = threading.Timer(5.0, self._force_exit)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _force_exit(self) -> None:
+        """The running cell swallowed the interrupt: leave without it."""
+        stack = "".join(traceback.format_stack(sys._current_frames().get(self._main_ident)))
+        _log(f"shutdown forced; the main thread was at:\n{stack}")
+        os._exit(0)
+
+    # -- output
+
+    def _flush_loop(self) -> None:
+        sink = self.sink
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if sink.chunks or sink.deferred:
+                try:
+                    with self._flush_lock:
+                        self._flush(end=False)
+                except Exception as exc:  # keep flushing whatever happens
+                    _log(f"flush failed: {exc!r}")
+
+    def _flush(self, end: bool) -> None:
+        """Send the sink's lines as log frames of the current task (hold ``_flush_lock``)."""
+        assert self.outbox is not None
+        lines = self.sink.take(end)
+        start, size = 0, 0
+        for i, line in enumerate(lines):
+            size += len(line[1]) + 16  # ~ its pickled overhead
+            if size >= FRAME_TEXT:
+                self.outbox.emit({"k": "log", "task": self._task, "lines": lines[start : i + 1]})
+                start, size = i + 1, 0
+        if start < len(lines):
+            self.outbox.emit({"k": "log", "task": self._task, "lines": lines[start:]})
+
+    # -- cells
+
+    def _run(self, message: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        task = message.get("task")
+        code = message.get("code") or ""
+        filename = message.get("filename") or f"<cell {task}>"
+        self.capture.drain()
+        with self._flush_lock:
+            self._flush(end=True)  # earlier output belongs to no task
+            with self._signal_lock:
+                self._task = task
+                self._queued.discard(task)
+                self._interrupt_pending = task in self._cancelled
+                self._cancelled.discard(task)
+            self.outbox.emit({"k": "started", "task": task})
+        began = time.perf_counter()
+        ok, result, error = self._execute(code, filename)
+        duration = time.perf_counter() - began
+        self.capture.drain()
+        with self._flush_lock:
+            self._flush(end=True)
+            done = dict(k="done", task=task, ok=ok, duration=duration)
+            self.outbox.emit({**done, "result": result, "error": error})
+            with self._signal_lock:
+                self._task = None
+
+    def _execute(self, code: str, filename: str) -> tuple[bool, str | None, dict[str, Any] | None]:
+        """Run one cell; the value of a trailing expression is the result (its repr)."""
+        try:
+            body, last, is_async = self._compile(code, filename)
+            try:
+                with self._signal_lock:
+                    self._interruptible = True
+                    if self._interrupt_pending:
+                        raise KeyboardInterrupt
+                if is_async:
+                    value = _run_async(body, last, self.namespace)
+                else:
+                    exec(body, self.namespace)
+                    value = None if last is None else eval(last, self.namespace)
+                result = None if value is None else repr(value)
+            finally:
+                self._interruptible = False
+        except BaseException as exc:  # SystemExit too: the agent stays
+            self._interruptible = False
+            return False, None, _describe(exc, filename)
+        if result is not None and len(result) > MAX_REPR:
+            result = f"{result[:MAX_REPR]}... [{len(result)} characters, truncated]"
+        return True, result, None
+
+    def _compile(self, code: str, filename: str) -> tuple[Any, Any, bool]:
+        lines = code.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        linecache.cache[filename] = (len(code), None, lines, filename)
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        try:
+            tree = ast.parse(code, filename, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                expr = ast.Expression(tree.body.pop().value)
+                last = compile(expr, filename, "eval", flags=flags, dont_inherit=True)
+            body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        except Exception as exc:
+            raise _CompileError() from exc
+        co_coroutine = 0x80  # inspect.CO_COROUTINE, without importing inspect
+        is_async = any(c is not None and c.co_flags & co_coroutine for c in (body, last))
+        return body, last, is_async
+
+
+def _run_async(body: Any, last: Any, namespace: dict[str, Any]) -> Any:
+    """A cell with top-level await: both parts run on one event loop."""
+    import asyncio
+
+    with asyncio.Runner() as runner:
+        step = eval(body, namespace)
+        if asyncio.iscoroutine(step):
+            runner.run(step)
+        value = None if last is None else eval(last, namespace)
+        return runner.run(value) if asyncio.iscoroutine(value) else value
+
+
+def _describe(exc: BaseException, filename: str) -> dict[str, Any]:
+    """The error of a cell, its traceback starting in the cell (no agent or asyncio frames)."""
+    if isinstance(exc, _CompileError) and exc.__cause__ is not None:
+        exc, tb = exc.__cause__, None
+    else:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _HERE:
+            tb = tb.tb_next
+        cell = tb
+        while cell is not None and cell.tb_frame.f_code.co_filename != filename:
+            cell = cell.tb_next
+        tb = cell or tb
+    exc.__traceback__ = tb
+    try:
+        evalue = str(exc)
+    except Exception:  # a broken __str__ must not lose the error
+        evalue = f"<unprintable {type(exc).__qualname__}>"
+    try:
+        lines = traceback.format_exception(type(exc), exc, tb)
+    except Exception:
+        lines = [f"{type(exc).__qualname__}: {evalue}\n"]
+    return {"ename": type(exc).__qualname__, "evalue": evalue, "traceback": lines}
+
+
+def _bind(path: str) -> socket.socket:
+    """Listen on ``path``, owner-only; a socket left by an earlier agent is replaced.
+
+    The socket is bound under a temporary name and renamed into place once it listens,
+    so whoever polls for ``path`` can connect as soon as it exists. Names are bound
+    relative to their folder (no other thread runs yet), as a deep home can make the full
+    path longer than the 108 bytes a socket address holds.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    temporary = f".{name}.{os.getpid()}"
+    cwd = os.getcwd()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    os.chdir(folder)
+    try:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        listener.bind(temporary)
+        os.chmod(temporary, 0o600)
+        listener.listen(8)
+        os.replace(temporary, name)
+    finally:
+        os.chdir(cwd)
+        os.umask(umask)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: set the node's environment, bind, serve until shutdown."""
+    global _log_fd
+    parser = argparse.ArgumentParser(prog="python -m skyward.agent", description=__doc__)
+    parser.add_argument("--socket", required=True, help="UNIX socket path to listen on")
+    parser.add_argument("--node", type=int, default=0, help="this node's index")
+    parser.add_argument("--nodes", type=int, default=1, help="number of nodes in the cluster")
+    parser.add_argument("--cluster", default="", help="the cluster's id")
+    args = parser.parse_args(argv)
+    os.environ["SKYWARD_NODE"] = str(args.node)
+    os.environ["SKYWARD_NODES"] = str(args.nodes)
+    os.environ["SKYWARD_CLUSTER"] = args.cluster
+    _log_fd = os.dup(2)
+    try:  # input() in a cell gets EOF instead of hanging on a terminal nobody watches
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    except OSError:
+        pass
+    agent = Agent(args.socket, args.node, args.nodes, args.cluster)
+    agent.start()
+    return agent.serve()
+
+
+if __name__ == "__main__":
+    _status = main()
+    os._exit(_status)  # user threads left by cells must not keep the agent alive

@@ -1,0 +1,86 @@
+"""Every user mistake in ``%skyward`` arguments gives one clear line (IPython UsageError)."""
+
+import pytest
+from IPython.core.error import UsageError
+from skyward.jupyter.options import parse_command, parse_gpus, parse_targets, spec_from
+
+
+def up(line):
+    command, args = parse_command("up " + line)
+    assert command == "up"
+    return spec_from(args)
+
+
+def test_defaults():
+    spec = up("")
+    assert spec.provider == "container" and spec.nodes == 1 and spec.pip == ()
+    assert spec.accelerator is None and spec.accelerator_count == 0 and spec.spot == "auto"
+
+
+def test_full_line():
+    spec = up(
+        "--provider container --nodes 2 --pip numpy 'torch==2.13.0' --env A=1 --env B=x=y "
+        "--on-demand --gpus A100:4 --name exp --timeout 60"
+    )
+    assert spec.nodes == 2 and spec.pip == ("numpy", "torch==2.13.0")
+    assert spec.env == (("A", "1"), ("B", "x=y")) and spec.spot == "never"
+    assert (spec.accelerator, spec.accelerator_count) == ("A100", 4)
+    assert spec.name == "exp" and spec.launch_timeout == 60
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--provider nimbus", "--provider 'nimbus' is unknown"),
+        ("--nodes 0", "at least 1 node"),
+        ("--nodes -3", "at least 1 node"),
+        ("--nodes two", "invalid int value"),
+        ("--gpus A100:x", "malformed"),
+        ("--gpus :4", "malformed"),
+        ("--gpus 0", "at least 1"),
+        ("--env NOEQUALS", "KEY=VALUE"),
+        ("--spot --on-demand", "not allowed with"),
+        ("--runtime lxc", "invalid choice"),
+        ("--max-price -1", "positive"),
+        ("--bogus", "unrecognized arguments"),
+    ],
+)
+def test_bad_up_arguments(line, message):
+    with pytest.raises(UsageError, match=message):
+        up(line)
+
+
+def test_cloud_provider_not_yet_available_says_so():
+    with pytest.raises(UsageError, match="not available in this version"):
+        up("--provider runpod")
+
+
+def test_unknown_command_and_help(capsys):
+    with pytest.raises(UsageError, match="unknown command 'upp'"):
+        parse_command("upp")
+    assert parse_command("") is None
+    assert "%skyward up" in capsys.readouterr().out
+    assert parse_command("up --help") is None
+    assert "--nodes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4", (None, 4)),
+        ("A100:2", ("A100", 2)),
+        ("H100", ("H100", 1)),
+        ("RTX-4090:1", ("RTX-4090", 1)),
+    ],
+)
+def test_gpus(text, expected):
+    assert parse_gpus(text) == expected
+
+
+def test_targets():
+    assert parse_targets("all") is None
+    assert parse_targets("1") == [1]
+    assert parse_targets("0,3") == [0, 3]
+    for bad in ("x", "", "-1", "1,,a"):
+        with pytest.raises(UsageError, match="--on"):
+            parse_targets(bad)
