@@ -39,6 +39,7 @@ from .events import (
     TaskCompleted,
     TaskStarted,
 )
+from .remote import metric
 
 __version__ = "0.1.0"
 
@@ -76,6 +77,7 @@ __all__ = [
     "TaskCompleted",
     "TaskStarted",
     "load_ipython_extension",
+    "metric",
     "unload_ipython_extension",
 ]
 

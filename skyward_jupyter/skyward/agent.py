@@ -39,7 +39,8 @@ from operator import itemgetter
 from queue import SimpleQueue
 from typing import Any
 
-from . import wire
+from . import remote, wire
+from .sampler import Sampler
 
 __all__ = ["Agent", "LineSink", "main"]
 
@@ -443,6 +444,8 @@ class Agent:
         self._sigints = 0  # SIGINT handler runs, to tell whether a signal was acted on
         self._stopping = False
         self._main_ident = threading.main_thread().ident
+        self._points: list[tuple[str, float, float]] = []  # metrics not yet sent
+        self._points_lock = threading.Lock()
 
     # -- start and stop
 
@@ -459,6 +462,8 @@ class Agent:
         signal.signal(signal.SIGINT, self._on_sigint)  # `nohup ... &` leaves SIGINT ignored
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
         self.capture.install()
+        remote._emit = self._record_metric
+        Sampler(self._record_metric).start()
         for target, name in ((self._accept_loop, "accept"), (self._flush_loop, "flush")):
             threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
         _log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
@@ -607,10 +612,26 @@ class Agent:
 
     # -- output
 
+    def _record_metric(self, name: str, value: float, stamp: float) -> None:
+        with self._points_lock:
+            self._points.append((name, value, stamp))
+
+    def _send_metrics(self) -> None:
+        """Send the metrics recorded since the last flush, as one frame."""
+        with self._points_lock:
+            points, self._points = self._points, []
+        if points and self.outbox is not None:
+            self.outbox.emit({"k": "metrics", "points": points})
+
     def _flush_loop(self) -> None:
         sink = self.sink
         while True:
             time.sleep(FLUSH_INTERVAL)
+            if self._points:
+                try:
+                    self._send_metrics()
+                except Exception as exc:
+                    _log(f"metrics failed: {exc!r}")
             if sink.chunks or sink.deferred:
                 try:
                     with self._flush_lock:
@@ -653,6 +674,7 @@ class Agent:
         self.capture.drain()
         with self._flush_lock:
             self._flush(end=True)
+            self._send_metrics()
             done = dict(k="done", task=task, ok=ok, duration=duration)
             self.outbox.emit({**done, "result": result, "error": error})
             with self._signal_lock:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from skyward import wire
 from skyward.agent import LineSink
+from skyward.transport.bootstrap import AGENT_MODULES
 
 SOURCE = Path(__file__).resolve().parents[2] / "skyward_jupyter"
 
@@ -392,7 +393,7 @@ def test_socket_path_longer_than_an_address_holds() -> None:
         process.stop()
 
 
-UPLOADED = ("__init__.py", "events.py", "model.py", "wire.py", "errors.py", "agent.py")
+UPLOADED = AGENT_MODULES  # exactly what the bootstrap uploads
 
 
 def test_runs_from_the_uploaded_files_alone(tmp_path: Path) -> None:

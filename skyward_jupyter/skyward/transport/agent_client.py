@@ -14,7 +14,7 @@ from typing import Any
 from .. import wire
 from ..core.bus import EventBus
 from ..errors import AgentError
-from ..events import Log, NodeInstance, TaskCompleted, TaskStarted
+from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
 
 __all__ = ["AgentClient"]
 
@@ -114,6 +114,9 @@ class AgentClient:
         if kind == "log":
             for stream, line, overwrite in frame["lines"]:
                 publish(Log(node, line, stream, overwrite))
+        elif kind == "metrics":
+            for name, value, stamp in frame["points"]:
+                publish(Metric(node, name, float(value), float(stamp)))
         elif kind == "started":
             task = frame["task"]
             publish(TaskStarted(task, node, self._names.get(task, "cell")))

@@ -42,7 +42,16 @@ __all__ = ["Bootstrapper", "agent_bundle"]
 T = TypeVar("T")
 TAIL_LINES = 30
 PYTHON_ENV_SCRIPT = (Path(__file__).parent / "python_env.sh").read_text()
-AGENT_MODULES = ("__init__.py", "events.py", "model.py", "wire.py", "errors.py", "agent.py")
+AGENT_MODULES = (
+    "__init__.py",
+    "events.py",
+    "model.py",
+    "wire.py",
+    "errors.py",
+    "agent.py",
+    "remote.py",
+    "sampler.py",
+)
 
 
 class PhaseFailed(SkywardError):
