@@ -41,7 +41,9 @@ def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
     """Build the provider ``name`` with the options of ``spec``."""
     from .providers import get_provider
 
-    return get_provider(name, runtime=spec.runtime)
+    if name == "container":
+        return get_provider(name, runtime=spec.runtime)
+    return get_provider(name)
 
 
 class CellRun:

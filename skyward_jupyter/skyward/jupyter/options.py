@@ -20,7 +20,6 @@ from ..model import ClusterSpec
 __all__ = ["PROVIDERS", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
 
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
-AVAILABLE = ("container",)
 COMMANDS = ("up", "status", "down", "run")
 
 
@@ -176,16 +175,24 @@ def parse_targets(text: str) -> list[int] | None:
     return targets
 
 
+def available_providers() -> tuple[str, ...]:
+    """The providers this version implements (a provider module registers itself)."""
+    from ..providers import PROVIDERS as IMPLEMENTED
+
+    return tuple(name for name in PROVIDERS if name in IMPLEMENTED)
+
+
 def spec_from(args: argparse.Namespace) -> ClusterSpec:
     """Check ``%skyward up`` options and build the cluster spec."""
     if args.provider not in PROVIDERS:
         raise UsageError(
             f"--provider {args.provider!r} is unknown: use one of {', '.join(PROVIDERS)}"
         )
-    if args.provider not in AVAILABLE:
+    available = available_providers()
+    if args.provider not in available:
         raise UsageError(
             f"--provider {args.provider}: not available in this version yet "
-            f"(available: {', '.join(AVAILABLE)})"
+            f"(available: {', '.join(available)})"
         )
     if args.nodes < 1:
         raise UsageError(f"--nodes {args.nodes}: a cluster needs at least 1 node")
