@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..events import InstanceId, NodeId, ProviderName
-from ..model import ClusterSpec, Instance
+from ..model import ClusterSpec, Instance, Offer
 
 __all__ = ["ClusterKeys", "InstanceState", "LaunchRequest", "Provider", "StatusReport"]
 
@@ -67,6 +67,12 @@ class Provider(Protocol):
 
     name: ProviderName
     ssh_user: str
+
+    async def offers(self, spec: ClusterSpec) -> list[Offer]:
+        """The machines matching ``spec`` (accelerator type and count, spot policy,
+        region, price cap), cheapest first. A provider's constructor raises
+        ``ProvisionError`` naming what to set when its credentials are missing."""
+        ...
 
     async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
         """Create the cluster's shared resources (keys, firewall, folders)."""

@@ -13,8 +13,8 @@ from typing import Any
 from ...core.provider import ClusterKeys, LaunchRequest, StatusReport
 from ...errors import UsageError
 from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance
-from .common import default_base_dir
+from ...model import ClusterSpec, Instance, Offer
+from .common import default_base_dir, local_offer
 
 __all__ = ["RUNTIMES", "ContainerProvider"]
 
@@ -45,6 +45,11 @@ class ContainerProvider:
 
             self._impl = EngineRuntime(runtime, self.base_dir, image)
         self.ssh_user: str = self._impl.ssh_user
+
+    async def offers(self, spec: ClusterSpec) -> list[Offer]:
+        """This machine, free: the one offer of the container provider."""
+        kind = "local-process" if self.runtime == "process" else "container"
+        return [local_offer(kind)]
 
     async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
         """Create the cluster's folder (and, for an engine, make sure the image exists)."""
