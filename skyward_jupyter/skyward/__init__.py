@@ -39,7 +39,7 @@ from .events import (
     TaskCompleted,
     TaskStarted,
 )
-from .remote import metric
+from .remote import metric, node
 
 __version__ = "0.1.0"
 
@@ -78,6 +78,7 @@ __all__ = [
     "TaskStarted",
     "load_ipython_extension",
     "metric",
+    "node",
     "unload_ipython_extension",
 ]
 

@@ -39,7 +39,7 @@ from operator import itemgetter
 from queue import SimpleQueue
 from typing import Any
 
-from . import remote, wire
+from . import remote, richout, wire
 from .sampler import Sampler
 
 __all__ = ["Agent", "LineSink", "main"]
@@ -463,6 +463,8 @@ class Agent:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
         self.capture.install()
         remote._emit = self._record_metric
+        richout.install(self._display)
+        self.namespace["display"] = richout.display
         Sampler(self._record_metric).start()
         for target, name in ((self._accept_loop, "accept"), (self._flush_loop, "flush")):
             threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
@@ -556,6 +558,9 @@ class Agent:
             self.outbox.attach(conn, hello, int(message.get("since") or 0))
         elif op == "interrupt":
             self._interrupt(message.get("task"))
+        elif op == "configure":
+            os.environ.update({str(k): str(v) for k, v in (message.get("env") or {}).items()})
+            remote._node = dict(message.get("node") or {})
         elif op == "ping":
             self.outbox.emit({"k": "pong", "id": message.get("id"), "time": time.time()})
         elif op == "shutdown":
@@ -616,6 +621,16 @@ class Agent:
         with self._points_lock:
             self._points.append((name, value, stamp))
 
+    def _display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """A rich output of the running cell, after the lines printed before it."""
+        if self.outbox is None:
+            return
+        with self._flush_lock:
+            self._flush(end=False)
+            self.outbox.emit(
+                {"k": "display", "task": self._task, "data": data, "metadata": metadata}
+            )
+
     def _send_metrics(self) -> None:
         """Send the metrics recorded since the last flush, as one frame."""
         with self._points_lock:
@@ -669,19 +684,42 @@ class Agent:
                 self._cancelled.discard(task)
             self.outbox.emit({"k": "started", "task": task})
         began = time.perf_counter()
-        ok, result, error = self._execute(code, filename)
+        extra: dict[str, Any] = {}
+        push = message.get("push")
+        loaded = _load_push(push, self.namespace) if push else None
+        if loaded is not None:
+            ok, value, error = False, None, loaded
+        else:
+            ok, value, error = self._execute(code, filename)
+        try:
+            richout.patch_ipython()
+            richout.emit_figures()
+        except Exception as exc:
+            _log(f"figures failed: {exc!r}")
+        result = None
+        if ok and value is not None:
+            data, _ = richout.bundle(value)
+            result = data["text/plain"]
+            if len(result) > MAX_REPR:
+                result = data["text/plain"] = (
+                    f"{result[:MAX_REPR]}... [{len(result)} characters, truncated]"
+                )
+            if len(data) > 1:
+                extra["result_data"] = data
+        if ok and message.get("pull"):
+            extra.update(_pull(message["pull"], self.namespace))
         duration = time.perf_counter() - began
         self.capture.drain()
         with self._flush_lock:
             self._flush(end=True)
             self._send_metrics()
             done = dict(k="done", task=task, ok=ok, duration=duration)
-            self.outbox.emit({**done, "result": result, "error": error})
+            self.outbox.emit({**done, "result": result, "error": error, **extra})
             with self._signal_lock:
                 self._task = None
 
-    def _execute(self, code: str, filename: str) -> tuple[bool, str | None, dict[str, Any] | None]:
-        """Run one cell; the value of a trailing expression is the result (its repr)."""
+    def _execute(self, code: str, filename: str) -> tuple[bool, Any, dict[str, Any] | None]:
+        """Run one cell; the value of a trailing expression is the result."""
         try:
             body, last, is_async = self._compile(code, filename)
             try:
@@ -694,15 +732,12 @@ class Agent:
                 else:
                     exec(body, self.namespace)
                     value = None if last is None else eval(last, self.namespace)
-                result = None if value is None else repr(value)
             finally:
                 self._interruptible = False
         except BaseException as exc:  # SystemExit too: the agent stays
             self._interruptible = False
             return False, None, _describe(exc, filename)
-        if result is not None and len(result) > MAX_REPR:
-            result = f"{result[:MAX_REPR]}... [{len(result)} characters, truncated]"
-        return True, result, None
+        return True, value, None
 
     def _compile(self, code: str, filename: str) -> tuple[Any, Any, bool]:
         lines = code.splitlines(keepends=True)
@@ -757,7 +792,44 @@ def _describe(exc: BaseException, filename: str) -> dict[str, Any]:
         lines = traceback.format_exception(type(exc), exc, tb)
     except Exception:
         lines = [f"{type(exc).__qualname__}: {evalue}\n"]
-    return {"ename": type(exc).__qualname__, "evalue": evalue, "traceback": lines}
+    described: dict[str, Any] = {"ename": type(exc).__qualname__, "evalue": evalue}
+    described["traceback"] = lines
+    described["module"] = type(exc).__module__
+    try:  # so the kernel can raise the same type, where it can load it
+        import cloudpickle
+
+        exc.__traceback__ = None
+        described["pickled"] = cloudpickle.dumps(exc)
+    except Exception:
+        pass
+    return described
+
+
+def _load_push(push: dict[str, bytes], namespace: dict[str, Any]) -> dict[str, Any] | None:
+    """Put the variables the kernel sent into the namespace; an error dict if one fails."""
+    for name, blob in push.items():
+        try:
+            import cloudpickle
+
+            namespace[name] = cloudpickle.loads(blob)
+        except BaseException as exc:
+            error = _describe(exc, "<push>")
+            error["evalue"] = f"could not load variable '{name}' sent from the kernel: {exc}"
+            return error
+    return None
+
+
+def _pull(names: list[str], namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``names`` pickled for the kernel, or why they cannot be."""
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        return {"pull_error": f"not defined on this node: {', '.join(missing)}"}
+    try:
+        import cloudpickle
+
+        return {"pulled": cloudpickle.dumps({n: namespace[n] for n in names})}
+    except Exception as exc:
+        return {"pull_error": f"cannot pickle {', '.join(names)}: {type(exc).__name__}: {exc}"}
 
 
 def _bind(path: str) -> socket.socket:
@@ -800,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SKYWARD_NODE"] = str(args.node)
     os.environ["SKYWARD_NODES"] = str(args.nodes)
     os.environ["SKYWARD_CLUSTER"] = args.cluster
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are sent as PNG after each cell
     _log_fd = os.dup(2)
     try:  # input() in a cell gets EOF instead of hanging on a terminal nobody watches
         devnull = os.open(os.devnull, os.O_RDONLY)

@@ -17,6 +17,7 @@ __all__ = [
     "AgentError",
     "BootstrapError",
     "CapacityError",
+    "CellTimeout",
     "CompositeError",
     "ProvisionError",
     "RemoteError",
@@ -68,6 +69,16 @@ class BootstrapError(SkywardError):
 
 class AgentError(SkywardError):
     """The agent on an instance broke the protocol or went away."""
+
+
+class CellTimeout(SkywardError, TimeoutError):
+    """A remote cell ran past its ``--timeout`` and was interrupted (or restarted)."""
+
+    def __init__(self, seconds: float, nodes: list[int]) -> None:
+        self.seconds = seconds
+        self.nodes = nodes
+        where = f" on node(s) {', '.join(map(str, nodes))}" if nodes else ""
+        super().__init__(f"the cell timed out after {seconds:g} s{where} and was stopped")
 
 
 class RemoteError(SkywardError):

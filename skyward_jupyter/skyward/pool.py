@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .core.bus import EventBus
@@ -46,6 +46,11 @@ def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
     return get_provider(name)
 
 
+INTERRUPT_GRACE = 10.0  # seconds a remote cell gets to stop after an interrupt
+TIMEOUT_GRACE = 5.0  # ... after its --timeout
+MASTER_PORT = 29500
+
+
 class CellRun:
     """One cell sent to some nodes: its task ids and, once done, each node's answer."""
 
@@ -53,6 +58,8 @@ class CellRun:
         self.nodes = nodes
         self.task_ids = {n.node: f"{task_prefix}-n{n.node}" for n in nodes}
         self.results: dict[int, dict[str, Any] | BaseException] = {}
+        self.timed_out = False
+        self.killed: list[int] = []  # nodes whose agent was killed and restarted
 
 
 class Pool:
@@ -71,6 +78,7 @@ class Pool:
         self.bootstrapper = Bootstrapper(self.bus, self.registry)
         self.current: ClusterRecord | None = None
         self._cells = itertools.count(1)
+        self._node_env: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
 
     # -- up -----------------------------------------------------------------------------
 
@@ -97,12 +105,43 @@ class Pool:
         record = self.registry.by_request(request_id)
         if isinstance(answer, ClusterReady):
             self.current = record
+            self._configure(answer)
             return answer
         if failures:
             first = failures[0]
             message, _, output = first.error.partition("\n")
             raise BootstrapError(first.instance.node, first.phase, message, output)
         raise ProvisionError(answer.message if isinstance(answer, Error) else str(answer))
+
+    def _configure(self, ready: ClusterReady) -> None:
+        """Tell each node who it is in the cluster: the variables torch.distributed and
+        jax.distributed read, and what ``skyward.node()`` answers."""
+        nodes = ready.cluster.nodes
+        addresses = [n.instance.private_ip or n.instance.ip for n in nodes]
+        for n in nodes:
+            self._node_env[n.instance.id] = (
+                {
+                    "MASTER_ADDR": addresses[0],
+                    "MASTER_PORT": str(MASTER_PORT),
+                    "WORLD_SIZE": str(len(nodes)),
+                    "RANK": str(n.node),
+                    "NODE_RANK": str(n.node),
+                    "LOCAL_RANK": "0",
+                    "LOCAL_WORLD_SIZE": "1",
+                    "JAX_COORDINATOR_ADDRESS": f"{addresses[0]}:{MASTER_PORT + 1}",
+                    "JAX_NUM_PROCESSES": str(len(nodes)),
+                    "JAX_PROCESS_ID": str(n.node),
+                },
+                {
+                    "id": n.node,
+                    "count": len(nodes),
+                    "addresses": addresses,
+                    "cluster": ready.cluster.id,
+                },
+            )
+            agent = self.bootstrapper.agents.get(n.instance.id)
+            if agent is not None:
+                agent.configure(*self._node_env[n.instance.id])
 
     async def _abort(self, request_id: str) -> None:
         for _ in range(100):
@@ -143,32 +182,83 @@ class Pool:
         record = self.ready_cluster()
         return CellRun(f"{record.id}-cell{next(self._cells)}", nodes)
 
-    async def run(self, cell: CellRun, code: str, filename: str) -> CellRun:
+    async def run(
+        self,
+        cell: CellRun,
+        code: str,
+        filename: str,
+        push: dict[str, bytes] | None = None,
+        pull: list[str] | None = None,
+        timeout: float | None = None,
+        second_interrupt: Callable[[], Awaitable[None]] | None = None,
+    ) -> CellRun:
         """Run ``code`` on the cell's nodes concurrently; collect each node's answer.
 
-        On cancellation (a kernel interrupt), the remote cells are interrupted and their
-        answers awaited briefly, so their output and errors still arrive; then the
-        cancellation goes on.
+        On cancellation (a kernel interrupt) or after ``timeout`` seconds, the remote cells
+        are interrupted and their answers awaited briefly, so their output and errors
+        still arrive. A node whose cell does not stop in time, or when
+        ``second_interrupt`` returns first (the user interrupted again), has its agent
+        killed and restarted: its cell ends and its variables are lost.
         """
         agents = self.bootstrapper.agents
         futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
         for node in cell.nodes:
             agent = agents[node.instance.id]
             task_id = cell.task_ids[node.node]
-            futures[node.node] = asyncio.ensure_future(agent.execute(task_id, code, filename))
+            futures[node.node] = asyncio.ensure_future(
+                agent.execute(task_id, code, filename, push=push, pull=pull)
+            )
         try:
-            await asyncio.wait(futures.values())
+            _, pending = await asyncio.wait(futures.values(), timeout=timeout)
+            if pending:
+                cell.timed_out = True
+                await self._stop(cell, futures, TIMEOUT_GRACE, None)
         except asyncio.CancelledError:
-            for node in cell.nodes:
-                try:
-                    agents[node.instance.id].interrupt(cell.task_ids[node.node])
-                except Exception:
-                    pass
-            await asyncio.shield(asyncio.wait(futures.values(), timeout=10.0))
+            await asyncio.shield(self._stop(cell, futures, INTERRUPT_GRACE, second_interrupt))
             self._collect(cell, futures)
             raise
         self._collect(cell, futures)
         return cell
+
+    async def _stop(
+        self,
+        cell: CellRun,
+        futures: dict[int, asyncio.Future[dict[str, Any]]],
+        grace: float,
+        second_interrupt: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        agents = self.bootstrapper.agents
+        running = [n for n in cell.nodes if not futures[n.node].done()]
+        for node in running:
+            try:
+                agents[node.instance.id].interrupt(cell.task_ids[node.node])
+            except Exception:
+                pass
+        pending: set[asyncio.Future[Any]] = {futures[n.node] for n in running}
+        again = asyncio.ensure_future(second_interrupt()) if second_interrupt else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            while pending and loop.time() < deadline:
+                watch = pending | ({again} if again else set())
+                done, _ = await asyncio.wait(
+                    watch, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+                pending -= done
+                if again is not None and again in done:
+                    break
+        finally:
+            if again is not None:
+                again.cancel()
+        stuck = [n for n in running if not futures[n.node].done()]
+        await asyncio.gather(*(self._restart(cell, n) for n in stuck), return_exceptions=True)
+
+    async def _restart(self, cell: CellRun, node: NodeInstance) -> None:
+        fresh = await self.bootstrapper.restart_agent(node.instance.id)
+        cell.killed.append(node.node)
+        env = self._node_env.get(node.instance.id)
+        if env is not None:
+            fresh.configure(*env)
 
     @staticmethod
     def _collect(cell: CellRun, futures: dict[int, asyncio.Future[dict[str, Any]]]) -> None:

@@ -124,7 +124,7 @@ def test_aliases():
 def test_exports_are_exactly_the_page_and_the_extension_hooks():
     page_names = set(re.findall(r"^skyward\.(\w+)", PAGE, re.M))
     # Beyond the page: the extension hooks, and what remote cells call on an instance.
-    extras = {"load_ipython_extension", "unload_ipython_extension", "metric"}
+    extras = {"load_ipython_extension", "unload_ipython_extension", "metric", "node"}
     assert set(skyward.__all__) == page_names | set(SIGNATURES) | extras
     public = {
         n

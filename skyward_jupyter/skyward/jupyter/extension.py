@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -23,12 +24,14 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
-from ..errors import CompositeError, RemoteError, SkywardError
+from ..errors import CellTimeout, SkywardError
 from ..errors import UsageError as SkywardUsageError
 from ..pool import Pool
 from . import options
 from .output import CellOutput, UpProgress
+from .remote_errors import combine
 from .transform import rewrite
+from .variables import LARGE_PUSH, describe_size, pickle_push, select_push, unpickle_pulled
 
 __all__ = ["dispatch", "load", "unload"]
 
@@ -169,47 +172,107 @@ async def _run(args: Any, code: str) -> None:
     __tracebackhide__ = True
     p = pool()
     nodes = p.select(options.parse_targets(args.on))
+    pull = options.parse_names("--pull", args.pull)
+    forced = options.parse_names("--push", args.push)
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    shell = _state["shell"]
+    namespace = shell.user_ns if shell is not None else {}
+    push = pickle_push(select_push(code, namespace, forced, automatic=not args.no_push))
+    size = sum(len(blob) for blob in push.values())
+    if size > LARGE_PUSH:
+        sizes = ", ".join(f"{k}: {describe_size(len(v))}" for k, v in push.items())
+        print(
+            f"skyward: sending {describe_size(size)} of variables to {len(nodes)} node(s) "
+            f"({sizes})",
+            file=sys.stderr,
+        )
     cell = p.prepare(nodes)
     _state["cells"] += 1
     filename = f"<skyward-cell-{_state['cells']}>"
     total = len(p.ready_cluster().node_instances())
-    view = CellOutput(p.bus, nodes, prefixed=total > 1)
+    view = CellOutput(p.bus, nodes, prefixed=total > 1, grouped=args.group_outputs)
     interrupted = False
     try:
         # One blank line stands for the `%%skyward run` line, so that remote tracebacks
         # carry the line numbers the user sees in the cell.
-        await p.run(cell, "\n" + code, filename)
+        await p.run(
+            cell,
+            "\n" + code,
+            filename,
+            push=push or None,
+            pull=pull or None,
+            timeout=args.timeout,
+            second_interrupt=_waker.next_interrupt if _waker.installed else None,
+        )
     except asyncio.CancelledError:
         interrupted = True
     finally:
-        errors: list[RemoteError] = []
-        lost: list[str] = []
-        for node in cell.nodes:
-            answer = cell.results.get(node.node)
-            if isinstance(answer, BaseException):
-                lost.append(f"node {node.node}: {answer}")
-            elif answer is None:
-                continue
-            elif answer.get("ok"):
-                if answer.get("result") is not None:
-                    view.set_result(node.node, answer["result"])
-            else:
-                err = answer["error"]
-                if interrupted and err["ename"] == "KeyboardInterrupt":
-                    view.set_result(node.node, _where(err["traceback"]))
-                else:
-                    errors.append(
-                        RemoteError(node.node, err["ename"], err["evalue"], err["traceback"])
-                    )
+        errors, lost, pulled = _settle(cell, view, interrupted, pull)
         view.close()
+    if pulled:
+        many = len(cell.nodes) > 1
+        for name in pull:
+            namespace[name] = (
+                {n: v[name] for n, v in pulled.items()}
+                if many
+                else pulled[cell.nodes[0].node][name]
+            )
+    if cell.killed:
+        print(
+            f"skyward: node(s) {', '.join(map(str, cell.killed))} did not stop; their cell "
+            "process was killed and a fresh agent started (their variables are lost)",
+            file=sys.stderr,
+        )
     if interrupted:
         raise KeyboardInterrupt("the remote cell was interrupted") from None
+    if cell.timed_out:
+        late = [n.node for n in cell.nodes if n.node in cell.killed or _timed(cell, n.node)]
+        raise CellTimeout(args.timeout, late)
     if lost:
         raise SkywardError("; ".join(lost))
-    if len(errors) == 1:
-        raise errors[0]
     if errors:
-        raise CompositeError(errors)
+        raise combine(errors)
+
+
+def _timed(cell: Any, node: int) -> bool:
+    answer = cell.results.get(node)
+    return isinstance(answer, dict) and (answer.get("error") or {}).get("ename") == (
+        "KeyboardInterrupt"
+    )
+
+
+def _settle(
+    cell: Any, view: CellOutput, interrupted: bool, pull: list[str]
+) -> tuple[list[tuple[int, dict]], list[str], dict[int, dict[str, Any]]]:
+    """Sort each node's answer into results shown, errors, lost nodes and pulled values."""
+    errors: list[tuple[int, dict]] = []
+    lost: list[str] = []
+    pulled: dict[int, dict[str, Any]] = {}
+    stopping = interrupted or cell.timed_out
+    for node in cell.nodes:
+        answer = cell.results.get(node.node)
+        if node.node in cell.killed:
+            view.set_result(node.node, "killed: the cell did not stop (the node's state is lost)")
+        elif isinstance(answer, BaseException):
+            lost.append(f"node {node.node}: {answer}")
+        elif answer is None:
+            continue
+        elif answer.get("ok"):
+            if answer.get("result") is not None:
+                view.set_result(node.node, answer["result"], answer.get("result_data"))
+            if pull:
+                if answer.get("pull_error"):
+                    lost.append(f"node {node.node}: --pull: {answer['pull_error']}")
+                elif answer.get("pulled"):
+                    pulled[node.node] = unpickle_pulled(answer["pulled"])
+        else:
+            err = answer["error"]
+            if stopping and err["ename"] == "KeyboardInterrupt":
+                view.set_result(node.node, _where(err["traceback"]))
+            else:
+                errors.append((node.node, err))
+    return errors, lost, pulled
 
 
 class _SignalWaker:
@@ -225,6 +288,21 @@ class _SignalWaker:
     def __init__(self) -> None:
         self._pair: tuple[socket.socket, socket.socket] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def installed(self) -> bool:
+        return self._pair is not None
+
+    async def next_interrupt(self) -> None:
+        """Return when the next SIGINT arrives (a second interrupt of a running cell)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def install(self) -> None:
         if self._pair is not None or threading.current_thread() is not threading.main_thread():
@@ -245,13 +323,18 @@ class _SignalWaker:
         loop.add_reader(reader.fileno(), self._drain, reader)
         self._pair, self._loop = (reader, writer), loop
 
-    @staticmethod
-    def _drain(reader: socket.socket) -> None:
+    def _drain(self, reader: socket.socket) -> None:
+        received = b""
         try:
-            while reader.recv(4096):
-                pass
+            while chunk := reader.recv(4096):
+                received += chunk
         except OSError:
             pass
+        if signal.SIGINT in received:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def remove(self) -> None:
         if self._pair is None or threading.current_thread() is not threading.main_thread():

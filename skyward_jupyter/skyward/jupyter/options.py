@@ -106,7 +106,41 @@ def _build() -> dict[str, _Parser]:
     run.add_argument(
         "--on",
         default="all",
-        help="which nodes: 'all' (default), a node id ('0'), or a list ('0,2')",
+        help="which nodes: 'all' (default), 'head' (node 0), a node id ('0'), or a list ('0,2')",
+    )
+    run.add_argument(
+        "--push",
+        default="",
+        metavar="A,B",
+        help="send these kernel variables with the cell (besides the ones found automatically)",
+    )
+    run.add_argument(
+        "--no-push",
+        action="store_true",
+        help="do not send the kernel variables the cell reads (by default, names the cell "
+        "reads but does not define, and that exist in the kernel, are sent)",
+    )
+    run.add_argument(
+        "--pull",
+        "-o",
+        default="",
+        metavar="A,B",
+        help="after the cell, assign these remote variables in the kernel: the value itself "
+        "with one target node, a dict {node: value} with several",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="interrupt the cell after S seconds; a node that does not stop within 5 s more "
+        "is restarted (its variables are lost)",
+    )
+    run.add_argument(
+        "--group-outputs",
+        action="store_true",
+        help="show each node's output together, node by node, when the cell ends "
+        "(default: stream it while the cell runs)",
     )
     return {"up": up, "status": status, "down": down, "run": run}
 
@@ -162,17 +196,28 @@ def parse_gpus(text: str | None) -> tuple[str | None, int]:
 
 
 def parse_targets(text: str) -> list[int] | None:
-    """``'all'`` → None; ``'0'`` → [0]; ``'0,2'`` → [0, 2]."""
+    """``'all'`` → None; ``'head'`` → [0]; ``'0'`` → [0]; ``'0,2'`` → [0, 2]."""
     text = text.strip()
     if text == "all":
         return None
+    if text == "head":
+        return [0]
     try:
         targets = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         targets = []
     if not targets or any(t < 0 for t in targets):
-        raise UsageError(f"--on {text!r}: use 'all', a node id ('0') or a list ('0,2')")
+        raise UsageError(f"--on {text!r}: use 'all', 'head', a node id ('0') or a list ('0,2')")
     return targets
+
+
+def parse_names(option: str, text: str) -> list[str]:
+    """``'a,b'`` → ['a', 'b'], each a valid identifier."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [name for name in names if not name.isidentifier()]
+    if bad:
+        raise UsageError(f"{option} {text!r}: {', '.join(bad)} is not a variable name")
+    return names
 
 
 def available_providers() -> tuple[str, ...]:

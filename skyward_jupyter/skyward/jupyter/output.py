@@ -17,6 +17,7 @@ from typing import Any
 from IPython.display import DisplayHandle, display
 
 from ..core.bus import EventBus
+from ..core.outputs import Display
 from ..events import (
     BootstrapFailed,
     BootstrapPhase,
@@ -104,29 +105,71 @@ class _NodeText:
 
 
 class CellOutput:
-    """The streamed output of one ``%%skyward run`` cell, one block per node."""
+    """The streamed output of one ``%%skyward run`` cell, one block per node.
 
-    def __init__(self, bus: EventBus, nodes: list[NodeInstance], prefixed: bool) -> None:
+    A node's output is a sequence of parts: runs of text lines (each one display, updated
+    in place while the cell runs) and rich displays (images, HTML) between them, in the
+    order the node produced them. With ``grouped``, nothing shows until the cell ends;
+    then each node's parts show together, node by node.
+    """
+
+    def __init__(
+        self, bus: EventBus, nodes: list[NodeInstance], prefixed: bool, grouped: bool = False
+    ) -> None:
         self._by_instance = {n.instance.id: n.node for n in nodes}
-        self._texts: dict[int, _NodeText] = {n.node: _NodeText() for n in nodes}
+        self._parts: dict[int, list[_NodeText | tuple[dict, dict]]] = {n.node: [] for n in nodes}
         self._prefixed = prefixed
+        self._grouped = grouped
         self._throttle = _Throttle(self._flush)
-        self._unsubscribe = bus.subscribe(Log, self._on_log)
+        self._context = contextvars.copy_context()  # the cell's, for displays from events
+        self._unsubscribe = [
+            bus.subscribe(Log, self._on_log),
+            bus.subscribe(Display, self._on_display),
+        ]
 
     def _prefix(self, node: int) -> str:
         return f"[node {node}] " if self._prefixed else ""
 
+    def _node_of(self, instance: NodeInstance) -> int | None:
+        return self._by_instance.get(instance.instance.id)
+
+    def _text(self, node: int) -> _NodeText:
+        parts = self._parts[node]
+        if not parts or not isinstance(parts[-1], _NodeText):
+            parts.append(_NodeText())
+        return parts[-1]  # type: ignore[return-value]
+
     def _on_log(self, event: Log) -> None:
-        node = self._by_instance.get(event.instance.instance.id)
+        node = self._node_of(event.instance)
         if node is None:
             return
-        self._texts[node].add(event.stream, event.line, event.overwrite)
-        self._throttle.poke()
+        self._text(node).add(event.stream, event.line, event.overwrite)
+        if not self._grouped:
+            self._throttle.poke()
 
-    def set_result(self, node: int, text: str) -> None:
-        """The repr of the cell's last expression on ``node``."""
-        self._texts[node].result = text
-        self._texts[node].dirty = True
+    def _on_display(self, event: Display) -> None:
+        node = self._node_of(event.instance)
+        if node is None:
+            return
+        # Events arrive in the agent reader's context; a display must carry this cell's.
+        self._context.run(self._show_rich, node, event.data, event.metadata)
+
+    def _show_rich(self, node: int, data: dict, metadata: dict) -> None:
+        parts = self._parts[node]
+        if not self._grouped:
+            if parts and isinstance(parts[-1], _NodeText) and parts[-1].dirty:
+                self._show(node, parts[-1], None)  # the lines printed before it go first
+            _display_rich(data, metadata, node, self._prefix(node))
+        parts.append((data, metadata))
+
+    def set_result(self, node: int, text: str, data: dict | None = None) -> None:
+        """The cell's last expression on ``node``: a line, or a rich display."""
+        if data and len(data) > 1:
+            self._show_rich(node, data, {})
+            return
+        block = self._text(node)
+        block.result = text
+        block.dirty = True
 
     def _show(self, node: int, text: _NodeText, limit: int | None) -> None:
         bundle = {"text/plain": text.render(self._prefix(node), limit)}
@@ -137,17 +180,34 @@ class CellOutput:
         text.dirty = False
 
     def _flush(self) -> None:
-        for node, text in self._texts.items():
-            if text.dirty:
-                self._show(node, text, LIVE_LINES)
+        for node, parts in self._parts.items():
+            if parts and isinstance(parts[-1], _NodeText) and parts[-1].dirty:
+                self._show(node, parts[-1], LIVE_LINES)
 
     def close(self) -> None:
         """Stop listening and show every node's whole output."""
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self._throttle.cancel()
-        for node, text in self._texts.items():
-            if text.dirty or (text.handle is not None and len(text.lines) > LIVE_LINES):
-                self._show(node, text, None)
+        for node, parts in self._parts.items():
+            if self._grouped and parts and len(self._parts) > 1:
+                display({"text/plain": f"── node {node} ──"}, raw=True)
+            for part in parts:
+                if isinstance(part, _NodeText):
+                    if self._grouped:
+                        display({"text/plain": part.render("", None)}, raw=True)
+                    elif part.dirty or (part.handle is not None and len(part.lines) > LIVE_LINES):
+                        self._show(node, part, None)
+                elif self._grouped:
+                    _display_rich(part[0], part[1], node, "")
+
+
+def _display_rich(data: dict, metadata: dict, node: int, prefix: str) -> None:
+    bundle = dict(data)
+    if prefix and "text/plain" in bundle:
+        bundle["text/plain"] = prefix + str(bundle["text/plain"])
+    meta = {**metadata, "skyward": {"node": node}}
+    display(bundle, raw=True, metadata=meta)
 
 
 class _NodeProgress:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import wire
 from ..core.bus import EventBus
+from ..core.outputs import Display
 from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
 
@@ -114,6 +115,8 @@ class AgentClient:
         if kind == "log":
             for stream, line, overwrite in frame["lines"]:
                 publish(Log(node, line, stream, overwrite))
+        elif kind == "display":
+            publish(Display(node, frame.get("task"), frame["data"], frame.get("metadata") or {}))
         elif kind == "metrics":
             for name, value, stamp in frame["points"]:
                 publish(Metric(node, name, float(value), float(stamp)))
@@ -139,13 +142,31 @@ class AgentClient:
             raise AgentError(f"node {self.node.node}: not connected to the agent")
         self._writer.write(wire.encode(message))
 
-    async def execute(self, task_id: str, code: str, filename: str, name: str = "cell") -> dict:
-        """Run ``code`` on the node; return the agent's ``done`` frame."""
+    async def execute(
+        self,
+        task_id: str,
+        code: str,
+        filename: str,
+        name: str = "cell",
+        push: dict[str, bytes] | None = None,
+        pull: list[str] | None = None,
+    ) -> dict:
+        """Run ``code`` on the node; return the agent's ``done`` frame.
+
+        ``push`` maps variable names to their cloudpickles, put in the namespace first; ``pull``
+        names variables whose values come back pickled in the frame's ``pulled``.
+        """
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[task_id] = future
         self._names[task_id] = name
         try:
-            self._send({"op": "exec", "task": task_id, "code": code, "filename": filename})
+            message: dict[str, Any] = {"op": "exec", "task": task_id, "code": code}
+            message["filename"] = filename
+            if push:
+                message["push"] = push
+            if pull:
+                message["pull"] = list(pull)
+            self._send(message)
         except AgentError:
             self._pending.pop(task_id, None)
             raise
@@ -165,6 +186,10 @@ class AgentClient:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except (TimeoutError, AgentError):
             return None
+
+    def configure(self, env: dict[str, str], node: dict[str, Any]) -> None:
+        """Set environment variables for the node's cells and what ``skyward.node()`` says."""
+        self._send({"op": "configure", "env": env, "node": node})
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the agent; returns the agent's clock."""

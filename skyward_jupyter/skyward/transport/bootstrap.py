@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from ..core.bus import EventBus, respond
 from ..core.registry import Registry
-from ..errors import SkywardError
+from ..errors import AgentError, SkywardError
 from ..events import (
     BootstrapCommand,
     BootstrapFailed,
@@ -51,6 +51,7 @@ AGENT_MODULES = (
     "agent.py",
     "remote.py",
     "sampler.py",
+    "richout.py",
 )
 
 
@@ -113,6 +114,7 @@ class Bootstrapper:
         self.registry = registry
         self.agents: dict[str, AgentClient] = {}
         self.connections: dict[str, Any] = {}
+        self._starts: dict[str, tuple[str, str, Any]] = {}
         bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
         bus.subscribe(InstanceDestroyed, self._on_destroyed)
 
@@ -125,6 +127,7 @@ class Bootstrapper:
         if agent is not None:
             await agent.aclose()
         connection = self.connections.pop(instance_id, None)
+        self._starts.pop(instance_id, None)
         if connection is not None:
             connection.close()
 
@@ -258,6 +261,34 @@ class Bootstrapper:
             shown="upload agent to ~/.skyward/lib",
             stdin=agent_bundle(),
         )
+        self._starts[node.instance.id] = (home, cluster_id, spec)
+        return await self._start_agent(connection, node, home, cluster_id, spec)
+
+    async def restart_agent(self, instance_id: str) -> AgentClient:
+        """Kill the agent of an instance (and the cell it runs) and start a fresh one.
+
+        The node's variables are lost; the new agent is connected and returned.
+        """
+        agent = self.agents.pop(instance_id, None)
+        connection = self.connections.get(instance_id)
+        if agent is None or connection is None or instance_id not in self._starts:
+            raise AgentError(f"instance {instance_id} has no agent to restart")
+        node = agent.node
+        await agent.aclose()
+        await self._run(
+            connection,
+            node,
+            "cd ~ && { [ -f .skyward/agent.pid ] && kill -9 $(cat .skyward/agent.pid); true; }",
+            shown="kill -9 the agent",
+        )
+        home, cluster_id, spec = self._starts[instance_id]
+        fresh = await self._start_agent(connection, node, home, cluster_id, spec)
+        self.agents[instance_id] = fresh
+        return fresh
+
+    async def _start_agent(
+        self, connection: Any, node: NodeInstance, home: str, cluster_id: str, spec: Any
+    ) -> AgentClient:
         socket_path = f"{home}/.skyward/agent.sock"
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env)
         shown_env = " ".join(f"{k}=***" for k, _ in spec.env)

@@ -1,0 +1,142 @@
+"""Variables between the kernel and the nodes: which to send with a cell, and bringing
+values back.
+
+A cell's free names (read but never bound in the cell) that exist in the kernel's
+namespace are sent with it, so a remote cell sees the kernel's data as a local cell would.
+Modules, IPython's own names and private names stay home.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+from typing import Any
+
+import cloudpickle
+
+from ..errors import SkywardError
+
+__all__ = ["PushError", "free_names", "pickle_push", "select_push"]
+
+IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "display", "open", "help"})
+LARGE_PUSH = 100_000_000  # bytes: "over 100 MB" warns
+
+
+class PushError(SkywardError):
+    """A variable the cell needs cannot be sent to the nodes."""
+
+
+class _Names(ast.NodeVisitor):
+    """Collects the names a piece of code reads and the names it binds, at any depth."""
+
+    def __init__(self) -> None:
+        self.read: list[str] = []
+        self.bound: set[str] = set()
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self.read.append(node.id)
+        else:
+            self.bound.add(node.id)
+
+    def _bind_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        args = node.args
+        for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if arg is not None:
+                self.bound.add(arg.arg)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.bound.add(node.name)
+        self._bind_function(node)
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._bind_function(node)
+        self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.bound.add((alias.asname or alias.name).split(".")[0])
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            self.bound.add(alias.asname or alias.name)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        self.bound.add(node.arg)
+
+
+def free_names(code: str) -> list[str]:
+    """Names ``code`` reads and never binds, in order of first use (none if it does not
+    parse: the node reports the syntax error)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    names = _Names()
+    names.visit(tree)
+    seen: dict[str, None] = {}
+    for name in names.read:
+        if name not in names.bound and not hasattr(builtins, name):
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def select_push(
+    code: str, namespace: dict[str, Any], forced: list[str], automatic: bool
+) -> dict[str, Any]:
+    """The variables to send: the cell's free names found in ``namespace`` (when
+    ``automatic``) and every name in ``forced`` (which must exist)."""
+    missing = [name for name in forced if name not in namespace]
+    if missing:
+        raise PushError(f"--push: no variable {', '.join(missing)} in the kernel")
+    chosen = {name: namespace[name] for name in forced}
+    if automatic:
+        for name in free_names(code):
+            if name in chosen or name not in namespace:
+                continue
+            if name.startswith("_") or name in IPYTHON_NAMES:
+                continue
+            value = namespace[name]
+            if inspect.ismodule(value):
+                continue
+            chosen[name] = value
+    return chosen
+
+
+def pickle_push(values: dict[str, Any]) -> dict[str, bytes]:
+    """Each variable pickled on its own (so a failure names it, and nothing is pickled
+    twice). A variable that cannot be pickled fails here, before anything runs."""
+    parts: dict[str, bytes] = {}
+    for name, value in values.items():
+        try:
+            parts[name] = cloudpickle.dumps(value, protocol=5)
+        except Exception as exc:
+            raise PushError(
+                f"cannot send variable '{name}' ({type(value).__name__}) to the nodes: "
+                f"{type(exc).__name__}: {exc}. Leave it out with --no-push, or make it "
+                "on the nodes instead"
+            ) from None
+    return parts
+
+
+def describe_size(size: int) -> str:
+    """``123.4 MB``."""
+    return f"{size / 1e6:,.1f} MB"
+
+
+def unpickle_pulled(data: bytes) -> dict[str, Any]:
+    """Values pulled from a node (the node is trusted as the kernel's own machine is)."""
+    return cloudpickle.loads(data)

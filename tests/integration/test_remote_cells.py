@@ -1,0 +1,191 @@
+"""Remote cells that feel local (issue 5), through a real kernel and real SSH."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from .kernel import Kernel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def k():
+    kernel = Kernel()
+    assert kernel.execute("%load_ext skyward").ok
+    result = kernel.execute("%skyward up --nodes 2 --pip matplotlib", timeout=600)
+    assert result.ok, result.text()
+    yield kernel
+    kernel.execute("%skyward down", timeout=60)
+    kernel.shutdown()
+
+
+def ok(kernel, code, **kw):
+    result = kernel.execute(code, **kw)
+    assert result.ok, result.text()
+    return result
+
+
+def test_variables_in_automatically_and_forced(k):
+    ok(k, "a = 5\nimport os as _os\nhidden = 7")
+    assert "[node 0] 10" in ok(k, "%%skyward run\na * 2").text()
+    # a name the cell defines itself is not sent; --no-push sends nothing
+    assert "[node 1] 3" in ok(k, "%%skyward run\na = 3\na").text()
+    text = k.execute("%%skyward run --no-push\ndel a\na").text()
+    assert "NameError" in text
+    assert "[node 0] 7" in ok(k, "%%skyward run --push hidden --no-push\nhidden").text()
+
+
+def test_unpicklable_variable_fails_before_running(k):
+    ok(k, "import threading\nlock = threading.Lock()\nran = 0")
+    result = k.execute("%%skyward run\nran = 1\nprint(lock)")
+    assert not result.ok
+    assert result.error()["ename"] == "PushError"
+    assert "variable 'lock'" in result.text() and "pickle" in result.text()
+    assert "[node 0] 0" in ok(k, "%%skyward run --no-push\nglobals().get('ran', 0)").text()
+
+
+def test_large_push_warns_with_the_size(k):
+    ok(k, "big = b'x' * (101 * 1000 * 1000)")
+    result = ok(k, "%%skyward run --on 0\nlen(big)", timeout=120)
+    assert "[node 0] 101000000" in result.text() or "101000000" in result.text()
+    warnings = [m["content"]["text"] for _, m in result.messages if m["msg_type"] == "stream"]
+    assert any("101.0 MB" in w and "big" in w for w in warnings)
+    ok(k, "del big")
+    ok(k, "%%skyward run --on 0 --no-push\ndel big")
+
+
+def test_pull_one_node_and_many(k):
+    ok(k, "%%skyward run --pull b\nimport os\nb = int(os.environ['SKYWARD_NODE']) * 10")
+    assert ok(k, "b").text().strip().endswith("{0: 0, 1: 10}")
+    ok(k, "%%skyward run --on 1 -o b\nb = 'one'")
+    assert ok(k, "b").text().strip().endswith("'one'")
+    result = k.execute("%%skyward run --pull nope\n1")
+    assert not result.ok and "nope" in result.text()
+
+
+def test_rich_output_in_order_tagged_by_node(k):
+    code = (
+        "%%skyward run --on 1\n"
+        "class Html:\n    def _repr_html_(self):\n        return '<b>hi</b>'\n"
+        "print('before')\ndisplay(Html())\nprint('after')\nHtml()\n"
+    )
+    result = ok(k, code)
+    shown = [m["content"] for _, m in result.messages if m["msg_type"] in ("display_data",)]
+    kinds = [("html" if "text/html" in c["data"] else "text") for c in shown]
+    assert kinds == ["text", "html", "text", "html"]
+    assert all(
+        c["metadata"].get("skyward", {}).get("node") == 1 for c in shown if "text/html" in c["data"]
+    )
+    texts = list(result.displays().values())
+    assert "before" in texts[0] and "after" in texts[2]
+
+
+def test_matplotlib_figure_arrives_as_png(k):
+    code = "%%skyward run --on 0\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n"
+    result = ok(k, code, timeout=120)
+    images = [m for _, m in result.messages if "image/png" in m["content"].get("data", {})]
+    assert len(images) == 1
+    import base64
+
+    assert base64.b64decode(images[0]["content"]["data"]["image/png"]).startswith(b"\x89PNG")
+
+
+def test_exception_type_round_trip_and_aggregate(k):
+    result = k.execute("%%skyward run --on 0\n{}['missing']")
+    assert result.error()["ename"] == "KeyError"
+    text = result.text()
+    assert "[node 0] remote KeyError" in text and "line 2" in text
+    ok(k, "class Mine(Exception):\n    pass")
+    assert k.execute("%%skyward run --on 1\nraise Mine('custom')").error()["ename"] == "Mine"
+    both = k.execute("%%skyward run\nimport os\nraise ValueError(os.environ['SKYWARD_NODE'])")
+    assert both.error()["ename"] == "CompositeError"
+    assert "[node 0] ValueError: 0" in both.error()["evalue"]
+    assert "[node 1] ValueError: 1" in both.error()["evalue"]
+    assert "[node 0] remote ValueError" in both.text()
+    assert "[node 1] remote ValueError" in both.text()
+
+
+def test_output_flushed_on_error_and_interleaving_kept(k):
+    code = (
+        "%%skyward run --on 0\nimport sys\n"
+        "for i in range(3):\n    print('out', i)\n    print('err', i, file=sys.stderr)\n"
+        "raise RuntimeError('after output')\n"
+    )
+    result = k.execute(code)
+    assert not result.ok
+    block = next(t for t in result.displays().values() if "out 0" in t)
+    words = [line.removeprefix("[node 0] ").split() for line in block.splitlines()]
+    assert [w[0] + w[1] for w in words] == [
+        "out0",
+        "err0",
+        "out1",
+        "err1",
+        "out2",
+        "err2",
+    ]
+
+
+def test_unicode_long_lines_and_binary_junk(k):
+    code = (
+        "%%skyward run --on 0\nimport sys\nprint('héllo ✓ 日本')\nprint('x' * 200000)\n"
+        "sys.stdout.flush()\nsys.stdout.buffer.write(bytes(range(256)) + b'\\n')\n"
+        "sys.stdout.buffer.flush()\nprint('still fine')\n"
+    )
+    text = ok(k, code).text()
+    assert "héllo ✓ 日本" in text and "x" * 200000 in text and "still fine" in text
+
+
+def test_targeting_and_grouped_outputs(k):
+    assert "[node 0]" in ok(k, "%%skyward run --on head\n'h'").text()
+    result = ok(
+        k, "%%skyward run --group-outputs\nimport os\nprint('n', os.environ['SKYWARD_NODE'])"
+    )
+    texts = [
+        m["content"]["data"]["text/plain"]
+        for _, m in result.messages
+        if m["msg_type"] == "display_data"
+    ]
+    assert texts == ["── node 0 ──", "n 0", "── node 1 ──", "n 1"]
+
+
+def test_distributed_environment_and_node_info(k):
+    code = (
+        "%%skyward run\nimport os, skyward\ninfo = skyward.node()\n"
+        "env = os.environ\n"
+        "(env['RANK'], env['WORLD_SIZE'], env['MASTER_ADDR'] == info.addresses[0], info.head)"
+    )
+    text = ok(k, code).text()
+    assert "[node 0] ('0', '2', True, True)" in text
+    assert "[node 1] ('1', '2', True, False)" in text
+
+
+def test_timeout_interrupts_and_the_next_cell_runs(k):
+    start = time.monotonic()
+    result = k.execute("%%skyward run --timeout 1\nimport time\ntime.sleep(30)")
+    assert time.monotonic() - start < 10
+    assert result.error()["ename"] == "CellTimeout"
+    assert "KeyboardInterrupt at line 3" in result.text()
+    assert "[node 1] 2" in ok(k, "%%skyward run\n1 + 1").text()
+
+
+def test_double_interrupt_kills_and_restarts_clean(k):
+    ok(k, "%%skyward run --no-push\nkept = 'before'")
+    threading.Timer(1.0, k.interrupt).start()
+    threading.Timer(2.0, k.interrupt).start()
+    start = time.monotonic()
+    code = (
+        "%%skyward run\nimport signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)"
+    )
+    result = k.execute(code)
+    assert time.monotonic() - start < 10
+    assert result.error()["ename"] == "KeyboardInterrupt"
+    text = result.text()
+    assert "killed" in text and "variables are lost" in text
+    after = ok(k, "%%skyward run --no-push\n'kept' in globals()").text()
+    assert "[node 0] False" in after and "[node 1] False" in after
+    assert "[node 1] 'still here'" in ok(k, "%%skyward run\n'still' + ' here'").text()
