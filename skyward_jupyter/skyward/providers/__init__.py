@@ -15,6 +15,11 @@ __all__ = ["PROVIDERS", "get_provider"]
 
 PROVIDERS: dict[str, tuple[str, str]] = {
     "container": ("skyward.providers.container", "ContainerProvider"),
+    "runpod": ("skyward.providers.runpod", "RunPodProvider"),
+    "vastai": ("skyward.providers.vastai", "VastProvider"),
+    "verda": ("skyward.providers.verda", "VerdaProvider"),
+    "aws": ("skyward.providers.aws", "AwsProvider"),
+    "gcp": ("skyward.providers.gcp", "GcpProvider"),
 }
 """Provider name -> (module, class), imported lazily."""
 

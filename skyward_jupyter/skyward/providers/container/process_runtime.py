@@ -89,22 +89,25 @@ def _listening_addresses() -> set[str]:
     return found
 
 
-def _bindable(address: str) -> bool:
+def _bindable(address: str, port: int = 0) -> bool:
     with socket.socket() as sock:
+        # As the node's server will: a fixed port left in TIME_WAIT is still bindable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((address, 0))
+            sock.bind((address, port))
         except OSError:
             return False
     return True
 
 
-def _claim_address() -> tuple[str, int | None]:
+def _claim_address(port: int = 0) -> tuple[str, int | None]:
     """A loopback address no other live node uses, and the fd of the lock that claims it.
 
     The lock (flock on a per-address file) passes to the node, which holds it while it
     lives: claims are race-free across processes. Addresses that already have listeners
     are skipped. Where 127.0.0.x beyond .1 cannot be bound (macOS), all nodes share
-    127.0.0.1 on distinct ports.
+    127.0.0.1 on distinct ports. With a fixed ``port`` (22, like a cloud machine), the
+    address must be free on that port.
     """
     lock_dir = Path(tempfile.gettempdir()) / f"skyward-{os.getuid()}" / "loopback"
     lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -121,7 +124,7 @@ def _claim_address() -> tuple[str, int | None]:
         except BlockingIOError:
             os.close(fd)
             continue
-        if _bindable(address):
+        if _bindable(address, port):
             return address, fd
         os.close(fd)
         break
@@ -145,9 +148,10 @@ class ProcessRuntime:
 
     offer_type = "local-process"
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, ssh_port: int = 0) -> None:
         self.base_dir = base_dir
         self.ssh_user = getpass.getuser()
+        self.ssh_port = ssh_port  # 0: a random free port; 22 where a caller needs it
 
     async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> LocalCluster:
         folder = self.base_dir / safe_name(cluster_id)
@@ -175,7 +179,7 @@ class ProcessRuntime:
         _write_private(root / "host_key", request.host_key.rstrip("\n") + "\n")
         _write_private(root / "authorized_keys", request.keys.public_key.strip() + "\n")
         _write_private(root / "env.json", json.dumps(dict(request.env)))
-        node.host, lock_fd = _claim_address()
+        node.host, lock_fd = _claim_address(self.ssh_port)
         env = dict(os.environ)
         env[MARKER] = instance_id
         env["PYTHONPATH"] = os.pathsep.join(
@@ -184,7 +188,7 @@ class ProcessRuntime:
         env["PYTHONUNBUFFERED"] = "1"
         argv = [
             sys.executable, "-m", "skyward.providers.container.node",
-            "--dir", str(node.home), "--host", node.host, "--port", "0",
+            "--dir", str(node.home), "--host", node.host, "--port", str(self.ssh_port),
             "--host-key", str(root / "host_key"),
             "--authorized-keys", str(root / "authorized_keys"),
             "--instance-id", instance_id,

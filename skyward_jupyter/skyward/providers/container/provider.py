@@ -27,7 +27,11 @@ class ContainerProvider:
     name: ProviderName = "container"
 
     def __init__(
-        self, runtime: str = "process", base_dir: str | Path | None = None, image: str | None = None
+        self,
+        runtime: str = "process",
+        base_dir: str | Path | None = None,
+        image: str | None = None,
+        ssh_port: int = 0,
     ) -> None:
         if runtime not in RUNTIMES:
             raise UsageError(
@@ -39,12 +43,20 @@ class ContainerProvider:
         if runtime == "process":
             from .process_runtime import ProcessRuntime
 
-            self._impl = ProcessRuntime(self.base_dir)
+            self._impl = ProcessRuntime(self.base_dir, ssh_port)
         else:
             from .engine_runtime import EngineRuntime
 
             self._impl = EngineRuntime(runtime, self.base_dir, image)
         self.ssh_user: str = self._impl.ssh_user
+
+    @property
+    def orphan_command(self) -> str:
+        """How a node ends itself when its kernel is gone: stop the node's SSH server
+        (which ends every process of the node) or the container's first process."""
+        if self.runtime == "process":
+            return 'kill -TERM "$SKYWARD_NODE_PID"'
+        return "kill -TERM 1"
 
     async def offers(self, spec: ClusterSpec) -> list[Offer]:
         """This machine, free: the one offer of the container provider."""

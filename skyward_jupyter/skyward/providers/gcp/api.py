@@ -1,0 +1,195 @@
+"""google-cloud-compute, imported lazily, and every call through one retrying door.
+
+Calls run in a thread; 429 and 5xx are retried with backoff honouring ``Retry-After``;
+a stockout becomes ``CapacityError``; rejected credentials one line naming what to set.
+Operations are waited on through our own operations clients, built with the same
+endpoint and credentials (``operation.result()`` would poll the real API: FACTS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from ...errors import CapacityError, ProvisionError
+from .catalog import CAPACITY_CODES
+
+__all__ = ["CREDENTIALS_HINT", "ENDPOINT_ENV", "ComputeApi", "caller_cidr"]
+
+log = logging.getLogger("skyward")
+
+ENDPOINT_ENV = "SKYWARD_GCP_ENDPOINT"
+CREDENTIALS_HINT = (
+    "set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, "
+    "or run `gcloud auth application-default login`"
+)
+MAX_ATTEMPTS = 6
+MAX_WAIT = 30.0
+
+
+def _retry_after(exc: Any) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ComputeApi:
+    """The Compute clients of one project, called off the loop with retries."""
+
+    def __init__(self, project: str | None, endpoint: str | None) -> None:
+        try:
+            from google.api_core.client_options import ClientOptions
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.cloud import compute_v1
+        except ImportError as exc:
+            raise ImportError(
+                'the gcp provider needs google-cloud-compute: pip install "skyward-jupyter[gcp]"'
+            ) from exc
+        self.compute = compute_v1
+        self.endpoint = endpoint
+        options: dict[str, Any] = {"transport": "rest"}
+        if endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials: Any = AnonymousCredentials()
+            options["client_options"] = ClientOptions(api_endpoint=endpoint)
+            found_project = None
+        else:
+            import google.auth
+
+            try:
+                credentials, found_project = google.auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"]
+                )
+            except DefaultCredentialsError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ProvisionError(
+                    f"no usable Google Cloud credentials ({first.rstrip('.')}): {CREDENTIALS_HINT}"
+                ) from exc
+        self.project = (
+            project
+            or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            or os.environ.get("CLOUDSDK_CORE_PROJECT")
+            or found_project
+        )
+        if not self.project:
+            raise ProvisionError(
+                "no Google Cloud project: set GOOGLE_CLOUD_PROJECT (or CLOUDSDK_CORE_PROJECT)"
+            )
+        options["credentials"] = credentials
+        c = compute_v1
+        self.instances = c.InstancesClient(**options)
+        self.firewalls = c.FirewallsClient(**options)
+        self.machine_types = c.MachineTypesClient(**options)
+        self.accelerator_types = c.AcceleratorTypesClient(**options)
+        self.zones = c.ZonesClient(**options)
+        self.zone_operations = c.ZoneOperationsClient(**options)
+        self.global_operations = c.GlobalOperationsClient(**options)
+
+    async def call(self, method: Any, **kwargs: Any) -> Any:
+        """``method(**kwargs)`` in a thread; retried, errors translated (NotFound kept)."""
+        from google.api_core import exceptions as gexc
+        from google.auth.exceptions import GoogleAuthError
+
+        delay = 0.5
+        name = getattr(method, "__name__", "call")
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await asyncio.to_thread(method, timeout=60.0, **kwargs)
+            except (gexc.NotFound, gexc.Conflict):
+                raise
+            except GoogleAuthError as exc:
+                # A refused token (or one that cannot be refreshed) after a 401.
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+                raise ProvisionError(
+                    f"Google Cloud rejected the credentials ({reason}): {CREDENTIALS_HINT}"
+                ) from exc
+            except gexc.GoogleAPICallError as exc:
+                text = f"{exc.message}" if getattr(exc, "message", "") else str(exc)
+                if any(code in str(exc) for code in CAPACITY_CODES):
+                    raise CapacityError(f"Google Cloud has no capacity: {text}") from exc
+                if isinstance(exc, gexc.Unauthorized):
+                    raise ProvisionError(
+                        f"Google Cloud rejected the credentials: {CREDENTIALS_HINT}"
+                    ) from exc
+                if isinstance(exc, gexc.Forbidden):
+                    raise ProvisionError(
+                        f"Google Cloud refused {name} in project {self.project} ({text}): "
+                        "check the credentials' roles and that the Compute API is enabled"
+                    ) from exc
+                code = int(getattr(exc, "code", 0) or 0)
+                if not (code == 429 or code >= 500) or attempt == MAX_ATTEMPTS:
+                    raise ProvisionError(f"Google Cloud {name} failed: {code} {text}") from exc
+                wait = _retry_after(exc)
+                if wait is None:
+                    wait = delay * (1 + random.random() / 4)
+                    delay = min(delay * 2, MAX_WAIT)
+                wait = min(wait, MAX_WAIT)
+                log.info("skyward: GCP %s answered %s; retrying in %.1f s", name, code, wait)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def wait(self, operation: Any, zone: str | None, timeout: float = 600.0) -> Any:
+        """Wait for ``operation`` to be DONE; raise with its error (stockouts as capacity)."""
+        deadline = time.monotonic() + timeout
+        while getattr(operation.status, "name", operation.status) != "DONE":
+            if time.monotonic() > deadline:
+                raise ProvisionError(
+                    f"Google Cloud operation {operation.name} not done within {timeout:.0f} s"
+                )
+            if zone:
+                operation = await self.call(
+                    self.zone_operations.wait,
+                    project=self.project, zone=zone, operation=operation.name,
+                )  # fmt: skip
+            else:
+                operation = await self.call(
+                    self.global_operations.wait, project=self.project, operation=operation.name
+                )
+        errors = list(operation.error.errors) if operation.error else []
+        if errors:
+            codes = [e.code for e in errors]
+            text = "; ".join(f"{e.code}: {e.message}" for e in errors)
+            if any(code in CAPACITY_CODES for code in codes):
+                raise CapacityError(f"Google Cloud has no capacity: {text}")
+            if operation.http_error_status_code in (401,):
+                raise ProvisionError(f"Google Cloud rejected the credentials: {CREDENTIALS_HINT}")
+            raise ProvisionError(f"Google Cloud {operation.operation_type} failed: {text}")
+        return operation
+
+
+def caller_cidr(endpoint: str | None) -> str:
+    """The address the API sees us coming from, as a /32 (what SSH is opened to).
+
+    Against the real cloud that is our public address; against an endpoint override it
+    is our side of a connection to that endpoint.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if endpoint:
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=10) as sock:
+            return f"{sock.getsockname()[0]}/32"
+    override = os.environ.get("SKYWARD_SSH_CIDR")
+    if override:
+        return override
+    import httpx
+
+    try:
+        address = httpx.get("https://checkip.amazonaws.com", timeout=10).text.strip()
+        socket.inet_aton(address)
+    except (httpx.HTTPError, OSError) as exc:
+        raise ProvisionError(
+            f"cannot find this machine's public address to open SSH to ({exc}); "
+            "set SKYWARD_SSH_CIDR (e.g. 203.0.113.7/32)"
+        ) from exc
+    return f"{address}/32"

@@ -1,0 +1,347 @@
+"""The ``runpod`` provider: GPU pods through RunPod's GraphQL API (httpx).
+
+Endpoint ``https://api.runpod.io/graphql`` (``SKYWARD_RUNPOD_ENDPOINT`` overrides the
+base), key from ``RUNPOD_API_KEY`` sent as a bearer token. Offers come from ``gpuTypes``
+with ``lowestPrice`` per cloud (secure, community); on-demand pods are launched with
+``podFindAndDeployOnDemand``, spot ones with ``podRentInterruptable`` bidding the minimum
+bid. Each pod is named ``<cluster id>-n<node>``.
+
+Host key: RunPod takes the container's start command (``dockerArgs``) and environment at
+launch, so the pod gets ``PUBLIC_KEY`` (RunPod's images authorize it for root) and
+``SKYWARD_BOOT``, the boot script (base64) that installs the client-generated host key
+before the image's ``/start.sh`` starts sshd: the host key is pinned. The key lives in the
+pod's configuration until the pod is terminated.
+
+Preemption: an interruptible pod that is outbid is stopped (``desiredStatus`` EXITED).
+RunPod has no cluster-level resources (the key travels per pod), so ``teardown`` only
+makes sure no pod of the cluster is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...errors import CapacityError, ProvisionError
+from ...events import InstanceId, ProviderName
+from ...model import ClusterSpec, Instance, Offer
+from ..bootscript import boot_script, docker_command, encode
+from ..cloud import (
+    Candidate,
+    accelerator_matches,
+    describe_request,
+    host_key_installed,
+    launch_with_fallback,
+    poll_until,
+    rank,
+    wanted_gpus,
+)
+from ..http import ApiClient, env_endpoint, short_text
+
+__all__ = ["DEFAULT_IMAGE", "RunPodProvider"]
+
+log = logging.getLogger("skyward.providers.runpod")
+
+ENDPOINT = "https://api.runpod.io"
+DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+CREDENTIAL = "RUNPOD_API_KEY"
+_CAPACITY = re.compile(
+    r"no longer any instances available|not enough|no (gpu|instances?|machines?) available"
+    r"|out of stock|insufficient capacity",
+    re.I,
+)
+
+_GPU_TYPES = """
+query GpuTypes($secure: GpuLowestPriceInput, $community: GpuLowestPriceInput) {
+  gpuTypes {
+    id displayName memoryInGb secureCloud communityCloud
+    secure: lowestPrice(input: $secure) {
+      minimumBidPrice uninterruptablePrice minVcpu minMemory stockStatus
+    }
+    community: lowestPrice(input: $community) {
+      minimumBidPrice uninterruptablePrice minVcpu minMemory stockStatus
+    }
+  }
+}"""
+_POD_FIELDS = """id name desiredStatus podType costPerHr gpuCount vcpuCount memoryInGb
+    runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } }"""
+_ON_DEMAND = (
+    "mutation Deploy($input: PodFindAndDeployOnDemandInput) {"
+    " podFindAndDeployOnDemand(input: $input) { id name desiredStatus } }"
+)
+_SPOT = (
+    "mutation Rent($input: PodRentInterruptableInput!) {"
+    " podRentInterruptable(input: $input) { id name desiredStatus } }"
+)
+_POD = f"query Pod($input: PodFilter) {{ pod(input: $input) {{ {_POD_FIELDS} }} }}"
+_PODS = "query Pods { myself { pods { id name desiredStatus } } }"
+_TERMINATE = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }"
+
+
+def _classify(status: int, body: Any) -> Exception | None:
+    """GraphQL answers errors with HTTP 200 and an ``errors`` list: map them."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not errors:
+        return None
+    message = short_text({"errors": errors})
+    if _CAPACITY.search(message):
+        return CapacityError(f"runpod: {message}")
+    if re.search(r"unauthori[sz]ed|api key|forbidden", message, re.I):
+        return ProvisionError(f"runpod rejected the credentials ({message}): check {CREDENTIAL}")
+    return ProvisionError(f"runpod: {message}")
+
+
+@dataclass
+class RunPodCluster:
+    """The context of one cluster: its candidates and the pods launched so far."""
+
+    cluster_id: str
+    spec: ClusterSpec
+    keys: ClusterKeys
+    candidates: list[Candidate]
+    start: int = 0
+    pods: dict[str, Candidate] = field(default_factory=dict)
+    host_keys: dict[str, str] = field(default_factory=dict)
+
+
+class RunPodProvider:
+    """RunPod pods behind the provider protocol."""
+
+    name: ProviderName = "runpod"
+    ssh_user = "root"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        endpoint: str | None = None,
+        image: str | None = None,
+        **client_options: Any,
+    ) -> None:
+        key = api_key or os.environ.get(CREDENTIAL, "").strip()
+        if not key:
+            raise ProvisionError(f"runpod: no credentials: set {CREDENTIAL} (an API key)")
+        self._key = key
+        self.image = image or os.environ.get("SKYWARD_RUNPOD_IMAGE") or DEFAULT_IMAGE
+        base = endpoint or env_endpoint("SKYWARD_RUNPOD_ENDPOINT", ENDPOINT)
+        self._api = ApiClient(
+            "runpod", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
+        )
+
+    async def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    async def _gql(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
+        body = await self._api.call(
+            "POST", "/graphql", json={"query": query, "variables": variables or {}}, **kw
+        )
+        if isinstance(body, dict) and "data" in body:
+            return body["data"] or {}
+        return body
+
+    # -- offers -------------------------------------------------------------------------
+
+    async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
+        count = wanted_gpus(spec)
+        price_input: dict[str, Any] = {"gpuCount": count}
+        if spec.region:
+            price_input["dataCenterId"] = spec.region
+        data = await self._gql(
+            _GPU_TYPES,
+            {
+                "secure": {**price_input, "secureCloud": True},
+                "community": {**price_input, "secureCloud": False},
+            },
+        )
+        found: list[Candidate] = []
+        for gpu in data.get("gpuTypes") or []:
+            name = gpu.get("displayName") or gpu.get("id")
+            if not (accelerator_matches(spec.accelerator, name)
+                    or accelerator_matches(spec.accelerator, gpu.get("id"))):  # fmt: skip
+                continue
+            for cloud in ("secure", "community"):
+                price = gpu.get(cloud) or {}
+                if not gpu.get(f"{cloud}Cloud") or price.get("uninterruptablePrice") is None:
+                    continue
+                bid = price.get("minimumBidPrice")
+                offer = Offer(
+                    provider="runpod",
+                    instance_type=f"{gpu['id']} x{count} ({cloud})",
+                    accelerator=name,
+                    accelerator_count=count,
+                    vcpus=float(price.get("minVcpu") or 0),
+                    memory_gb=float(price.get("minMemory") or 0),
+                    price_per_hour=round(float(price["uninterruptablePrice"]) * count, 4),
+                    spot_price_per_hour=None if bid is None else round(float(bid) * count, 4),
+                    region=spec.region or cloud,
+                )
+                data_ = {"gpuTypeId": gpu["id"], "cloudType": cloud.upper(), "bid": bid}
+                found.append(Candidate(offer, False, data_))
+                if bid is not None:
+                    found.append(Candidate(offer, True, data_))
+        return rank(found, _region_free(spec))
+
+    async def offers(self, spec: ClusterSpec) -> list[Offer]:
+        """GPU types matching ``spec``, one row per type and cloud, cheapest first."""
+        seen: dict[str, Offer] = {}
+        for c in await self._candidates(spec):
+            seen.setdefault(c.offer.instance_type, c.offer)
+        return list(seen.values())
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+        """Find the offers (this also checks the key); RunPod needs no shared resources."""
+        candidates = await self._candidates(spec)
+        if not candidates:
+            raise CapacityError(f"runpod: no offer matches {describe_request(spec)}")
+        return RunPodCluster(cluster_id, spec, keys, candidates)
+
+    async def launch(self, context: RunPodCluster, request: LaunchRequest) -> InstanceId:
+        """Deploy one pod, falling back to the next offer when one has no capacity."""
+        name = f"{context.cluster_id}-n{request.node_id}"
+        script = boot_script(
+            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
+        )
+
+        async def attempt(candidate: Candidate) -> str:
+            pod_input: dict[str, Any] = {
+                "name": name,
+                "imageName": self.image,
+                "gpuTypeId": candidate.data["gpuTypeId"],
+                "gpuCount": candidate.offer.accelerator_count,
+                "cloudType": candidate.data["cloudType"],
+                "containerDiskInGb": 40,
+                "volumeInGb": 0,
+                "supportPublicIp": True,
+                "startSsh": True,
+                "ports": "22/tcp",
+                "dockerArgs": docker_command("SKYWARD_BOOT", "/start.sh"),
+                "env": [
+                    {"key": "PUBLIC_KEY", "value": context.keys.public_key},
+                    {"key": "SKYWARD_BOOT", "value": encode(script)},
+                    {"key": "SKYWARD_CLUSTER", "value": context.cluster_id},
+                ],
+            }
+            if context.spec.region:
+                pod_input["dataCenterId"] = context.spec.region
+            if candidate.spot:
+                pod_input["bidPerGpu"] = candidate.data["bid"]
+            query, field_name = (
+                (_SPOT, "podRentInterruptable") if candidate.spot
+                else (_ON_DEMAND, "podFindAndDeployOnDemand")
+            )  # fmt: skip
+            data = await self._gql(
+                query, {"input": pod_input}, reconcile=lambda: self._find_pod(name)
+            )
+            if isinstance(data, str):  # reconciled: the pod the failed attempt made
+                return data
+            pod = data.get(field_name) or {}
+            if not pod.get("id"):
+                raise CapacityError(f"runpod: no pod was deployed for {candidate.label()}")
+            return str(pod["id"])
+
+        pod_id, index = await launch_with_fallback(
+            "runpod", context.candidates, context.start, attempt
+        )
+        context.start = index
+        context.pods[pod_id] = context.candidates[index]
+        context.host_keys[pod_id] = request.host_public_key
+        return pod_id
+
+    async def _find_pod(self, name: str) -> str | None:
+        """The id of a live pod called ``name`` (a launch whose answer was lost)."""
+        data = await self._gql(_PODS)
+        for pod in (data.get("myself") or {}).get("pods") or []:
+            if pod.get("name") == name and pod.get("desiredStatus") != "TERMINATED":
+                return str(pod["id"])
+        return None
+
+    async def _pod(self, pod_id: str) -> dict[str, Any] | None:
+        data = await self._gql(_POD, {"input": {"podId": pod_id}})
+        return data.get("pod")
+
+    async def wait_running(
+        self, context: RunPodCluster, instance_id: InstanceId, timeout: float
+    ) -> Instance:
+        """Poll the pod until it runs and maps port 22 to a public ip and port."""
+
+        async def ready() -> Instance | None:
+            pod = await self._pod(instance_id)
+            if pod is None:
+                raise ProvisionError(f"runpod: pod {instance_id} disappeared while starting")
+            if pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
+                raise ProvisionError(
+                    f"runpod: pod {instance_id} stopped while starting ({pod['desiredStatus']})"
+                )
+            for port in (pod.get("runtime") or {}).get("ports") or []:
+                if port.get("privatePort") == 22 and port.get("isIpPublic"):
+                    ip, public = str(port["ip"]), int(port["publicPort"])
+                    expected = context.host_keys.get(instance_id)
+                    if expected and not await host_key_installed(ip, public, expected):
+                        return None
+                    candidate = context.pods.get(instance_id)
+                    return Instance(
+                        id=instance_id,
+                        status="running",
+                        ip=ip,
+                        ssh_port=public,
+                        spot=bool(candidate and candidate.spot),
+                        region=candidate.offer.region if candidate else "",
+                        offer=candidate.offer if candidate else None,
+                    )
+            return None
+
+        return await poll_until(ready, timeout, f"runpod: pod {instance_id} running with SSH")
+
+    async def status(self, context: RunPodCluster, instance_id: InstanceId) -> StatusReport:
+        """Map the pod's state; an interruptible pod that exited was preempted."""
+        pod = await self._pod(instance_id)
+        if pod is None:
+            return StatusReport(InstanceState.TERMINATED, "runpod: pod not found")
+        desired = pod.get("desiredStatus")
+        candidate = context.pods.get(instance_id)
+        interruptible = pod.get("podType") == "INTERRUPTABLE" or bool(candidate and candidate.spot)
+        if desired == "RUNNING":
+            running = bool((pod.get("runtime") or {}).get("ports"))
+            return StatusReport(InstanceState.RUNNING if running else InstanceState.PENDING)
+        if desired == "EXITED" and interruptible:
+            return StatusReport(
+                InstanceState.PREEMPTED, "runpod: interruptible pod exited (outbid or reclaimed)"
+            )
+        if desired == "EXITED":
+            return StatusReport(InstanceState.STOPPED, "runpod: pod exited")
+        if desired == "TERMINATED":
+            return StatusReport(InstanceState.TERMINATED, "runpod: pod terminated")
+        return StatusReport(InstanceState.PENDING, f"runpod: {desired}")
+
+    async def destroy(self, context: RunPodCluster, instance_id: InstanceId) -> None:
+        """Terminate the pod and wait until RunPod no longer lists it."""
+        await self._gql(_TERMINATE, {"input": {"podId": instance_id}})
+
+        async def gone() -> bool | None:
+            pod = await self._pod(instance_id)
+            return True if pod is None or pod.get("desiredStatus") == "TERMINATED" else None
+
+        await poll_until(gone, 120.0, f"runpod: termination of pod {instance_id}")
+        context.pods.pop(instance_id, None)
+
+    async def teardown(self, context: RunPodCluster) -> None:
+        """Terminate any pod still named after the cluster (RunPod has nothing else)."""
+        data = await self._gql(_PODS)
+        prefix = f"{context.cluster_id}-n"
+        for pod in (data.get("myself") or {}).get("pods") or []:
+            if str(pod.get("name", "")).startswith(prefix) and pod.get("desiredStatus") != (
+                "TERMINATED"
+            ):
+                await self.destroy(context, str(pod["id"]))
+
+
+def _region_free(spec: ClusterSpec) -> ClusterSpec:
+    """RunPod filters by data center in the query itself; ``rank`` must not filter again."""
+    from dataclasses import replace
+
+    return replace(spec, region=None)

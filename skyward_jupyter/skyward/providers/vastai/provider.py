@@ -1,0 +1,330 @@
+"""The ``vastai`` provider: machines rented on Vast.ai's marketplace (REST, httpx).
+
+Base ``https://console.vast.ai/api/v0`` (``SKYWARD_VASTAI_ENDPOINT`` overrides it), key
+from ``VAST_API_KEY`` or the Vast CLI's key file (``~/.config/vastai/vast_api_key``, or
+the older ``~/.vast_api_key``), sent as a bearer token.
+
+Offers: ``POST /bundles/`` (``type`` on-demand or bid), one machine per offer; a launch
+rents it with ``PUT /asks/{id}/`` (a ``price`` bid for interruptible ones) and answers
+``no_such_ask`` when someone else got it first: the next offer is tried. Each instance is
+labelled ``<cluster id>-n<node>``.
+
+Cluster resources: the cluster's public key is added to the account (``POST /ssh/``, its
+comment names the cluster) and removed at teardown.
+
+Host key: Vast runs an ``onstart`` script in the container at start; it installs the
+client-generated host key as sshd's only host key and reloads sshd, so the host key is
+pinned. Vast's own sshd may start a moment before the script replaces its key; a
+connection in that moment fails the pinned check (never trusts), and a retry succeeds.
+
+Preemption: an interruptible (bid) instance that is outbid stops (``actual_status``
+exited); ``status_msg`` carries Vast's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...errors import CapacityError, ProvisionError
+from ...events import InstanceId, ProviderName
+from ...model import ClusterSpec, Instance, Offer
+from ..bootscript import boot_script
+from ..cloud import (
+    Candidate,
+    accelerator_matches,
+    describe_request,
+    host_key_installed,
+    launch_with_fallback,
+    poll_until,
+    rank,
+    wanted_gpus,
+)
+from ..http import ApiClient, env_endpoint, short_text
+
+__all__ = ["DEFAULT_IMAGE", "VastProvider", "read_api_key"]
+
+ENDPOINT = "https://console.vast.ai/api/v0"
+DEFAULT_IMAGE = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
+CREDENTIAL = "VAST_API_KEY"
+_GONE = re.compile(r"no_such_ask|not available|unavailable|already rented|no longer", re.I)
+
+
+def read_api_key() -> str:
+    """``VAST_API_KEY``, else the key file the Vast CLI writes (``vastai set api-key``)."""
+    key = os.environ.get(CREDENTIAL, "").strip()
+    if key:
+        return key
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    for path in (Path(config) / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"):
+        try:
+            key = path.read_text().strip()
+        except OSError:
+            continue
+        if key:
+            return key
+    return ""
+
+
+def _classify(status: int, body: Any) -> Exception | None:
+    """Vast answers a rented-away offer with 400/404/410 and ``no_such_ask``."""
+    if status in (400, 404, 409, 410) and _GONE.search(str(body)):
+        return CapacityError(f"vastai: {short_text(body)}")
+    if isinstance(body, dict) and body.get("success") is False and _GONE.search(str(body)):
+        return CapacityError(f"vastai: {short_text(body)}")
+    return None
+
+
+@dataclass
+class VastCluster:
+    """The context of one cluster: its candidates, its account key, its instances."""
+
+    cluster_id: str
+    spec: ClusterSpec
+    keys: ClusterKeys
+    candidates: list[Candidate]
+    ssh_key_id: int | str | None = None
+    start: int = 0
+    instances: dict[str, Candidate] = field(default_factory=dict)
+    host_keys: dict[str, str] = field(default_factory=dict)
+
+
+class VastProvider:
+    """Vast.ai instances behind the provider protocol."""
+
+    name: ProviderName = "vastai"
+    ssh_user = "root"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        endpoint: str | None = None,
+        image: str | None = None,
+        **client_options: Any,
+    ) -> None:
+        key = api_key or read_api_key()
+        if not key:
+            raise ProvisionError(
+                f"vastai: no credentials: set {CREDENTIAL} (or run `vastai set api-key`)"
+            )
+        self._key = key
+        self.image = image or os.environ.get("SKYWARD_VASTAI_IMAGE") or DEFAULT_IMAGE
+        base = endpoint or env_endpoint("SKYWARD_VASTAI_ENDPOINT", ENDPOINT)
+        self._api = ApiClient(
+            "vastai", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
+        )
+
+    async def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    # -- offers -------------------------------------------------------------------------
+
+    async def _search(self, spec: ClusterSpec, kind: str) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {
+            "rentable": {"eq": True},
+            "rented": {"eq": False},
+            "num_gpus": {"eq": wanted_gpus(spec)},
+            "type": kind,
+            "order": [["dph_total", "asc"]],
+            "limit": 64,
+        }
+        body = await self._api.call("POST", "/bundles/", json=query)
+        return list((body or {}).get("offers") or [])
+
+    async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
+        kinds = {"always": ["bid"], "never": ["on-demand"]}.get(spec.spot, ["on-demand", "bid"])
+        found: list[Candidate] = []
+        for kind in kinds:
+            for row in await self._search(spec, kind):
+                if not accelerator_matches(spec.accelerator, row.get("gpu_name")):
+                    continue
+                spot = kind == "bid"
+                on_demand = float(row.get("dph_total") or 0.0)
+                bid = row.get("min_bid")
+                offer = Offer(
+                    provider="vastai",
+                    instance_type=f"{row.get('gpu_name')} x{row.get('num_gpus')} #{row['id']}",
+                    accelerator=row.get("gpu_name"),
+                    accelerator_count=int(row.get("num_gpus") or 0),
+                    vcpus=float(row.get("cpu_cores_effective") or row.get("cpu_cores") or 0),
+                    memory_gb=round(float(row.get("cpu_ram") or 0) / 1024, 1),
+                    price_per_hour=round(on_demand, 4),
+                    spot_price_per_hour=None if bid is None else round(float(bid), 4),
+                    region=str(row.get("geolocation") or ""),
+                )
+                if spot and bid is None:
+                    continue
+                found.append(Candidate(offer, spot, {"ask": row["id"], "bid": bid}))
+        return rank(found, spec)
+
+    async def offers(self, spec: ClusterSpec) -> list[Offer]:
+        """Rentable machines matching ``spec``, cheapest first."""
+        seen: dict[str, Offer] = {}
+        for c in await self._candidates(spec):
+            seen.setdefault(c.offer.instance_type, c.offer)
+        return list(seen.values())
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+        """Find the offers, then add the cluster's key to the account."""
+        candidates = await self._candidates(spec)
+        if not candidates:
+            raise CapacityError(f"vastai: no offer matches {describe_request(spec)}")
+        context = VastCluster(cluster_id, spec, keys, candidates)
+        body = await self._api.call("POST", "/ssh/", json={"ssh_key": keys.public_key})
+        key = (body or {}).get("key", body) if isinstance(body, dict) else None
+        if not isinstance(key, dict) or key.get("id") is None:
+            raise ProvisionError(f"vastai: adding the SSH key gave no id ({short_text(body)})")
+        context.ssh_key_id = key["id"]
+        return context
+
+    async def launch(self, context: VastCluster, request: LaunchRequest) -> InstanceId:
+        """Rent one machine with the onstart script, trying the next offer if it is gone."""
+        label = f"{context.cluster_id}-n{request.node_id}"
+        script = boot_script(
+            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
+        )
+
+        async def attempt(candidate: Candidate) -> str:
+            body: dict[str, Any] = {
+                "client_id": "me",
+                "image": self.image,
+                "disk": 40,
+                "label": label,
+                "onstart": script,
+                "runtype": "ssh_direc ssh_proxy",
+                "env": {"-p 22:22": "1", "SKYWARD_CLUSTER": context.cluster_id},
+                "cancel_unavail": True,
+            }
+            if candidate.spot:
+                body["price"] = candidate.data["bid"]
+            answer = await self._api.call(
+                "PUT",
+                f"/asks/{candidate.data['ask']}/",
+                json=body,
+                reconcile=lambda: self._find(label),
+            )
+            if isinstance(answer, str):
+                return answer
+            if not isinstance(answer, dict) or not answer.get("new_contract"):
+                raise CapacityError(f"vastai: the offer was not rented ({short_text(answer)})")
+            return str(answer["new_contract"])
+
+        instance_id, index = await launch_with_fallback(
+            "vastai", context.candidates, context.start, attempt
+        )
+        context.start = index
+        context.instances[instance_id] = context.candidates[index]
+        context.host_keys[instance_id] = request.host_public_key
+        return instance_id
+
+    async def _list(self) -> list[dict[str, Any]]:
+        body = await self._api.call("GET", "/instances/")
+        return list((body or {}).get("instances") or [])
+
+    async def _find(self, label: str) -> str | None:
+        """The id of an instance labelled ``label`` (a launch whose answer was lost)."""
+        for row in await self._list():
+            if row.get("label") == label:
+                return str(row["id"])
+        return None
+
+    async def _instance(self, instance_id: str) -> dict[str, Any] | None:
+        body = await self._api.call("GET", f"/instances/{instance_id}/", missing_ok=True)
+        row = (body or {}).get("instances") if isinstance(body, dict) else None
+        return row if isinstance(row, dict) and row else None
+
+    async def wait_running(
+        self, context: VastCluster, instance_id: InstanceId, timeout: float
+    ) -> Instance:
+        """Poll until the instance runs and has an SSH address and port."""
+
+        async def ready() -> Instance | None:
+            row = await self._instance(instance_id)
+            if row is None:
+                raise ProvisionError(f"vastai: instance {instance_id} disappeared while starting")
+            if row.get("actual_status") in ("exited", "stopped", "offline"):
+                raise ProvisionError(
+                    f"vastai: instance {instance_id} stopped while starting "
+                    f"({row.get('status_msg') or row.get('actual_status')})"
+                )
+            if row.get("actual_status") != "running":
+                return None
+            ip, port = _ssh_endpoint(row)
+            if not ip or not port:
+                return None
+            expected = context.host_keys.get(instance_id)
+            if expected and not await host_key_installed(ip, port, expected):
+                return None
+            candidate = context.instances.get(instance_id)
+            return Instance(
+                id=instance_id,
+                status="running",
+                ip=ip,
+                ssh_port=port,
+                spot=bool(row.get("is_bid")),
+                region=str(row.get("geolocation") or ""),
+                offer=candidate.offer if candidate else None,
+            )
+
+        return await poll_until(ready, timeout, f"vastai: instance {instance_id} running")
+
+    async def status(self, context: VastCluster, instance_id: InstanceId) -> StatusReport:
+        """Map Vast's state; an interruptible instance that stopped was outbid."""
+        row = await self._instance(instance_id)
+        if row is None:
+            return StatusReport(InstanceState.TERMINATED, "vastai: instance not found")
+        actual = row.get("actual_status")
+        message = row.get("status_msg") or ""
+        if actual == "running":
+            return StatusReport(InstanceState.RUNNING)
+        if actual in ("exited", "stopped") or row.get("intended_status") == "stopped":
+            if row.get("is_bid"):
+                return StatusReport(
+                    InstanceState.PREEMPTED,
+                    f"vastai: interruptible instance stopped: {message or 'outbid'}",
+                )
+            return StatusReport(InstanceState.STOPPED, f"vastai: {message or actual}")
+        return StatusReport(InstanceState.PENDING, f"vastai: {actual or 'starting'}")
+
+    async def destroy(self, context: VastCluster, instance_id: InstanceId) -> None:
+        """Destroy the instance and wait until Vast no longer has it."""
+        await self._api.call("DELETE", f"/instances/{instance_id}/", missing_ok=True)
+
+        async def gone() -> bool | None:
+            return True if await self._instance(instance_id) is None else None
+
+        await poll_until(gone, 120.0, f"vastai: destruction of instance {instance_id}")
+        context.instances.pop(instance_id, None)
+
+    async def teardown(self, context: VastCluster) -> None:
+        """Destroy instances still labelled with the cluster, then remove the account key."""
+        prefix = f"{context.cluster_id}-n"
+        for row in await self._list():
+            if str(row.get("label") or "").startswith(prefix):
+                await self.destroy(context, str(row["id"]))
+        if context.ssh_key_id is not None:
+            await self._api.call("DELETE", f"/ssh/{context.ssh_key_id}/", missing_ok=True)
+            body = await self._api.call("GET", "/ssh/")
+            keys = body if isinstance(body, list) else (body or {}).get("keys") or []
+            if any(str(k.get("id")) == str(context.ssh_key_id) for k in keys):
+                raise ProvisionError(f"vastai: SSH key {context.ssh_key_id} is still there")
+            context.ssh_key_id = None
+
+
+def _ssh_endpoint(row: dict[str, Any]) -> tuple[str, int]:
+    """Direct SSH (public ip + the host port mapped to 22), else Vast's SSH address."""
+    mapped = (row.get("ports") or {}).get("22/tcp") or []
+    if row.get("public_ipaddr") and mapped:
+        try:
+            return str(row["public_ipaddr"]).strip(), int(mapped[0]["HostPort"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    if row.get("ssh_host") and row.get("ssh_port"):
+        return str(row["ssh_host"]), int(row["ssh_port"])
+    return "", 0

@@ -1,0 +1,361 @@
+"""The ``verda`` provider (formerly DataCrunch): GPU VMs through Verda's REST API (httpx).
+
+Base ``https://api.verda.com/v1`` (``SKYWARD_VERDA_ENDPOINT`` overrides it). Credentials:
+``VERDA_CLIENT_ID`` and ``VERDA_CLIENT_SECRET``, exchanged for a bearer token at
+``POST /oauth2/token`` (OAuth2 client credentials), renewed before it expires.
+
+Offers: ``GET /instance-types`` (GPU model and count, vCPUs, memory, on-demand and spot
+price) crossed with ``GET /instance-availability?is_spot=…`` (which types each location
+has now). VMs are launched with ``POST /instances`` (``is_spot`` for spot), named
+``<cluster id>-n<node>`` (hostname) and described with the cluster id.
+
+Cluster resources: an SSH key (``POST /sshkeys``, named ``skyward-<cluster id>``) for the
+cluster, and one startup script per node (``POST /scripts``, ``skyward-<cluster>-n<node>``);
+both are deleted at teardown (a node's script also when the node is destroyed).
+
+Host key: the startup script installs the client-generated host key as sshd's only host
+key and restarts sshd; the node is reported running only once it presents that key, so
+the host key is pinned. Verda reports only an IP: SSH is on port 22.
+
+Preemption: a spot VM that Verda reclaims becomes ``discontinued``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...errors import CapacityError, ProvisionError
+from ...events import InstanceId, ProviderName
+from ...model import ClusterSpec, Instance, Offer
+from ..bootscript import boot_script
+from ..cloud import (
+    Candidate,
+    accelerator_matches,
+    describe_request,
+    host_key_installed,
+    launch_with_fallback,
+    poll_until,
+    rank,
+)
+from ..http import ApiClient, env_endpoint, short_text
+
+__all__ = ["DEFAULT_IMAGE", "VerdaProvider"]
+
+ENDPOINT = "https://api.verda.com/v1"
+DEFAULT_IMAGE = "ubuntu-22.04-cuda-12.4-docker"
+CREDENTIAL = "VERDA_CLIENT_ID and VERDA_CLIENT_SECRET"
+_CAPACITY = re.compile(
+    r"capacity|not available|no .*available|insufficient (resources|capacity)|out of stock",
+    re.I,
+)
+_GONE_STATES = {"deleted", "notfound"}
+
+
+def _classify(status: int, body: Any) -> Exception | None:
+    """Verda refuses a launch it has no machine for with a 4xx whose message says so."""
+    if status in (400, 409, 422) and _CAPACITY.search(short_text(body)):
+        return CapacityError(f"verda: {short_text(body)}")
+    return None
+
+
+def _token_classify(status: int, body: Any) -> Exception | None:
+    """A refused client id or secret is a 400/401 from the token endpoint."""
+    if status in (400, 401, 403):
+        return ProvisionError(
+            f"verda rejected the credentials ({short_text(body)}): check {CREDENTIAL}"
+        )
+    return None
+
+
+def _gpu_model(kind: dict[str, Any]) -> str | None:
+    """``'8x H100 SXM5 80GB'`` → ``'H100 SXM5 80GB'``; None for a CPU-only type."""
+    gpu = kind.get("gpu") or {}
+    if not gpu.get("number_of_gpus"):
+        return None
+    text = str(kind.get("model") or gpu.get("description") or "")
+    return re.sub(r"^\s*\d+\s*x\s*", "", text).strip() or None
+
+
+@dataclass
+class VerdaCluster:
+    """The context of one cluster: its key, scripts, candidates and instances."""
+
+    cluster_id: str
+    spec: ClusterSpec
+    keys: ClusterKeys
+    candidates: list[Candidate]
+    ssh_key_id: str | None = None
+    scripts: dict[str, str] = field(default_factory=dict)  # instance id -> script id
+    host_keys: dict[str, str] = field(default_factory=dict)
+    start: int = 0
+    instances: dict[str, Candidate] = field(default_factory=dict)
+
+
+class VerdaProvider:
+    """Verda VMs behind the provider protocol."""
+
+    name: ProviderName = "verda"
+    ssh_user = "root"
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        endpoint: str | None = None,
+        image: str | None = None,
+        **client_options: Any,
+    ) -> None:
+        self._id = client_id or os.environ.get("VERDA_CLIENT_ID", "").strip()
+        self._secret = client_secret or os.environ.get("VERDA_CLIENT_SECRET", "").strip()
+        if not self._id or not self._secret:
+            raise ProvisionError(f"verda: no credentials: set {CREDENTIAL}")
+        self.image = image or os.environ.get("SKYWARD_VERDA_IMAGE") or DEFAULT_IMAGE
+        base = endpoint or env_endpoint("SKYWARD_VERDA_ENDPOINT", ENDPOINT)
+        self._token_api = ApiClient(
+            "verda", base, CREDENTIAL, classify=_token_classify, **client_options
+        )
+        self._api = ApiClient(
+            "verda", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
+        )
+        self._token: tuple[str, float] | None = None
+
+    async def _headers(self) -> dict[str, str]:
+        token = self._token
+        if token is None or time.monotonic() > token[1]:
+            body = await self._token_api.call(
+                "POST",
+                "/oauth2/token",
+                json={
+                    "grant_type": "client_credentials",
+                    "client_id": self._id,
+                    "client_secret": self._secret,
+                },
+            )
+            if not isinstance(body, dict) or not body.get("access_token"):
+                raise ProvisionError(f"verda: the token endpoint gave no token: check {CREDENTIAL}")
+            lifetime = float(body.get("expires_in") or 3600)
+            token = (str(body["access_token"]), time.monotonic() + max(30.0, lifetime - 60))
+            self._token = token
+        return {"Authorization": f"Bearer {token[0]}"}
+
+    # -- offers -------------------------------------------------------------------------
+
+    async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
+        kinds = await self._api.call("GET", "/instance-types")
+        spots = {"always": [True], "never": [False]}.get(spec.spot, [False, True])
+        where: dict[bool, dict[str, list[str]]] = {}
+        for spot in spots:
+            rows = await self._api.call(
+                "GET", "/instance-availability", params={"is_spot": str(spot).lower()}
+            )
+            per_type: dict[str, list[str]] = {}
+            for row in rows or []:
+                for name in row.get("availabilities") or []:
+                    per_type.setdefault(name, []).append(str(row.get("location_code")))
+            where[spot] = per_type
+        found: list[Candidate] = []
+        for kind in kinds or []:
+            model = _gpu_model(kind)
+            count = int((kind.get("gpu") or {}).get("number_of_gpus") or 0)
+            if spec.accelerator_count and count != spec.accelerator_count:
+                continue
+            if spec.accelerator and not accelerator_matches(spec.accelerator, model):
+                continue
+            name = str(kind["instance_type"])
+            spot_price = kind.get("spot_price")
+            for spot in spots:
+                if spot and spot_price in (None, "", 0):
+                    continue
+                for location in where[spot].get(name, []):
+                    offer = Offer(
+                        provider="verda",
+                        instance_type=name,
+                        accelerator=model,
+                        accelerator_count=count,
+                        vcpus=float((kind.get("cpu") or {}).get("number_of_cores") or 0),
+                        memory_gb=float((kind.get("memory") or {}).get("size_in_gigabytes") or 0),
+                        price_per_hour=float(kind.get("price_per_hour") or 0),
+                        spot_price_per_hour=None if spot_price is None else float(spot_price),
+                        region=location,
+                    )
+                    found.append(Candidate(offer, spot, {"location": location}))
+        return rank(found, spec)
+
+    async def offers(self, spec: ClusterSpec) -> list[Offer]:
+        """Instance types available now that match ``spec``, per location, cheapest first."""
+        seen: dict[tuple[str, str], Offer] = {}
+        for c in await self._candidates(spec):
+            seen.setdefault((c.offer.instance_type, c.offer.region), c.offer)
+        return list(seen.values())
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+        """Find the offers, then register the cluster's SSH key."""
+        candidates = await self._candidates(spec)
+        if not candidates:
+            raise CapacityError(f"verda: no offer matches {describe_request(spec)}")
+        context = VerdaCluster(cluster_id, spec, keys, candidates)
+        key_id = await self._api.call(
+            "POST", "/sshkeys", json={"name": f"skyward-{cluster_id}", "key": keys.public_key}
+        )
+        context.ssh_key_id = _text_id(key_id, "SSH key")
+        return context
+
+    async def launch(self, context: VerdaCluster, request: LaunchRequest) -> InstanceId:
+        """Create the node's startup script, then the VM, trying the next offer if full."""
+        hostname = f"{context.cluster_id}-n{request.node_id}"
+        script = boot_script(
+            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
+        )
+        script_id = _text_id(
+            await self._api.call(
+                "POST", "/scripts", json={"name": f"skyward-{hostname}", "script": script}
+            ),
+            "startup script",
+        )
+
+        async def attempt(candidate: Candidate) -> str:
+            body = {
+                "instance_type": candidate.offer.instance_type,
+                "image": self.image,
+                "ssh_key_ids": [context.ssh_key_id],
+                "startup_script_id": script_id,
+                "hostname": hostname,
+                "description": f"skyward cluster {context.cluster_id} node {request.node_id}",
+                "location_code": candidate.data["location"],
+                "is_spot": candidate.spot,
+                "os_volume": {"name": f"{hostname}-os", "size": 50},
+            }
+            answer = await self._api.call(
+                "POST", "/instances", json=body, reconcile=lambda: self._find(hostname)
+            )
+            return _text_id(answer, "instance")
+
+        try:
+            instance_id, index = await launch_with_fallback(
+                "verda", context.candidates, context.start, attempt
+            )
+        except BaseException:
+            await self._api.call("DELETE", f"/scripts/{script_id}", missing_ok=True)
+            raise
+        context.start = index
+        context.instances[instance_id] = context.candidates[index]
+        context.scripts[instance_id] = script_id
+        context.host_keys[instance_id] = request.host_public_key
+        return instance_id
+
+    async def _list(self) -> list[dict[str, Any]]:
+        return list(await self._api.call("GET", "/instances") or [])
+
+    async def _find(self, hostname: str) -> str | None:
+        """The id of a VM called ``hostname`` (a launch whose answer was lost)."""
+        for row in await self._list():
+            if row.get("hostname") == hostname and row.get("status") not in _GONE_STATES:
+                return str(row["id"])
+        return None
+
+    async def _instance(self, instance_id: str) -> dict[str, Any] | None:
+        row = await self._api.call("GET", f"/instances/{instance_id}", missing_ok=True)
+        if not isinstance(row, dict) or row.get("status") in _GONE_STATES:
+            return None
+        return row
+
+    async def wait_running(
+        self, context: VerdaCluster, instance_id: InstanceId, timeout: float
+    ) -> Instance:
+        """Poll until the VM runs, has an IP, and its sshd presents the pinned host key."""
+
+        async def ready() -> Instance | None:
+            row = await self._instance(instance_id)
+            if row is None:
+                raise ProvisionError(f"verda: instance {instance_id} disappeared while starting")
+            status = row.get("status")
+            if status in ("error", "discontinued", "no_capacity", "offline"):
+                raise ProvisionError(f"verda: instance {instance_id} is {status} while starting")
+            ip = row.get("ip")
+            if status != "running" or not ip:
+                return None
+            expected = context.host_keys.get(instance_id)
+            if expected and not await host_key_installed(ip, 22, expected):
+                return None
+            candidate = context.instances.get(instance_id)
+            return Instance(
+                id=instance_id,
+                status="running",
+                ip=str(ip),
+                ssh_port=22,
+                spot=bool(row.get("is_spot")),
+                region=str(row.get("location") or ""),
+                offer=candidate.offer if candidate else None,
+            )
+
+        return await poll_until(ready, timeout, f"verda: instance {instance_id} running")
+
+    async def status(self, context: VerdaCluster, instance_id: InstanceId) -> StatusReport:
+        """Map Verda's state; a spot VM that was discontinued was preempted."""
+        row = await self._instance(instance_id)
+        if row is None:
+            return StatusReport(InstanceState.TERMINATED, "verda: instance not found")
+        status = row.get("status")
+        if status == "running":
+            return StatusReport(InstanceState.RUNNING)
+        if status == "discontinued" and row.get("is_spot"):
+            return StatusReport(
+                InstanceState.PREEMPTED, "verda: spot instance discontinued (reclaimed)"
+            )
+        if status in ("discontinued", "deleting"):
+            return StatusReport(InstanceState.TERMINATED, f"verda: {status}")
+        if status in ("offline", "error"):
+            return StatusReport(InstanceState.STOPPED, f"verda: {status}")
+        return StatusReport(InstanceState.PENDING, f"verda: {status}")
+
+    async def destroy(self, context: VerdaCluster, instance_id: InstanceId) -> None:
+        """Delete the VM, wait until it is gone, then delete its startup script."""
+        await self._api.call(
+            "PUT", "/instances", json={"action": "delete", "id": [instance_id]}, missing_ok=True
+        )
+
+        async def gone() -> bool | None:
+            return True if await self._instance(instance_id) is None else None
+
+        await poll_until(gone, 180.0, f"verda: deletion of instance {instance_id}")
+        script_id = context.scripts.pop(instance_id, None)
+        if script_id is not None:
+            await self._api.call("DELETE", f"/scripts/{script_id}", missing_ok=True)
+        context.instances.pop(instance_id, None)
+
+    async def teardown(self, context: VerdaCluster) -> None:
+        """Delete VMs still named after the cluster, its scripts and its SSH key; check."""
+        prefix = f"{context.cluster_id}-n"
+        for row in await self._list():
+            if str(row.get("hostname") or "").startswith(prefix) and (
+                row.get("status") not in _GONE_STATES
+            ):
+                await self.destroy(context, str(row["id"]))
+        for script in await self._api.call("GET", "/scripts") or []:
+            if str(script.get("name") or "").startswith(f"skyward-{prefix}"):
+                await self._api.call("DELETE", f"/scripts/{script['id']}", missing_ok=True)
+        if context.ssh_key_id is not None:
+            await self._api.call("DELETE", f"/sshkeys/{context.ssh_key_id}", missing_ok=True)
+        keys = await self._api.call("GET", "/sshkeys") or []
+        scripts = await self._api.call("GET", "/scripts") or []
+        left = [k["id"] for k in keys if k.get("name") == f"skyward-{context.cluster_id}"]
+        left += [s["id"] for s in scripts if str(s.get("name", "")).startswith(f"skyward-{prefix}")]
+        if left:
+            raise ProvisionError(f"verda: cluster resources still there: {', '.join(left)}")
+        context.ssh_key_id = None
+
+
+def _text_id(body: Any, what: str) -> str:
+    """Verda answers a create with the new id as plain text (or a JSON string)."""
+    if isinstance(body, str) and body.strip():
+        return body.strip().strip('"')
+    if isinstance(body, dict) and body.get("id"):
+        return str(body["id"])
+    raise ProvisionError(f"verda: creating the {what} gave no id ({short_text(body)})")

@@ -1,0 +1,166 @@
+"""The vastai provider against the local Vast.ai simulator: offers, rent with a pinned
+host key (onstart script), the account SSH key, capacity fallback (``no_such_ask``),
+429/500 retries, preemption (outbid), confirmed destroy, and a real kernel."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from skyward.core.provider import InstanceState
+from skyward.errors import ProvisionError
+from skyward.model import ClusterSpec
+from skyward.providers import get_provider
+from skyward.providers.vastai import VastProvider
+
+from ..cloudtests import (
+    check_fact_sequence,
+    check_notebook,
+    drive_kernel,
+    launch_request,
+    make_keys,
+    run_notebook,
+    ssh_echo,
+)
+from .simulator import API_KEY, VastSimulator, api_base
+
+SPEC = ClusterSpec(provider="vastai", nodes=1, accelerator="A100", accelerator_count=2)
+
+
+@pytest.fixture
+def sim():
+    with VastSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def provider(sim):
+    return VastProvider(api_key=API_KEY, endpoint=api_base(sim), backoff=0.05)
+
+
+def test_missing_credentials_name_the_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with pytest.raises(ProvisionError, match=r"^vastai: no credentials: set VAST_API_KEY"):
+        get_provider("vastai")
+
+
+def test_the_cli_key_file_is_a_credential(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "vastai").mkdir()
+    (tmp_path / "vastai" / "vast_api_key").write_text("from-file\n")
+    assert get_provider("vastai")._key == "from-file"
+
+
+async def test_rejected_credentials_fail_before_any_launch(sim, tmp_path):
+    provider = VastProvider(api_key="wrong", endpoint=api_base(sim))
+    with pytest.raises(ProvisionError, match="rejected the credentials.*VAST_API_KEY"):
+        await provider.prepare("sky-v1", SPEC, make_keys(tmp_path))
+    assert sim.instances == {} and sim.ssh_keys == {}
+
+
+async def test_offers_match_type_and_count_cheapest_first(provider):
+    offers = await provider.offers(SPEC)
+    assert [o.accelerator for o in offers] == ["A100 PCIE", "A100 SXM4"]
+    assert all(o.accelerator_count == 2 and o.vcpus == 16 for o in offers)
+    assert offers[0].spot_price_per_hour == pytest.approx(1.0)
+    assert offers[0].region == "Quebec, CA"
+    anywhere = await provider.offers(ClusterSpec("vastai", accelerator_count=1, spot="never"))
+    assert anywhere[0].accelerator == "RTX 4090"
+    assert await provider.offers(ClusterSpec("vastai", accelerator="A100", region="IS")) == []
+
+
+async def test_instance_lifecycle_with_pinned_host_key(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-v2", SPEC, keys)
+    assert list(sim.ssh_keys.values()) == [keys.public_key]
+    request, host_key = launch_request("sky-v2", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    assert sim.instances[int(iid)].label == "sky-v2-n0" and sim.instances[int(iid)].is_bid
+    instance = await provider.wait_running(context, iid, 30)
+    assert instance.spot and instance.ssh_port > 0
+    assert await ssh_echo(instance, keys, host_key) == "pinned-ok"
+    assert (await provider.status(context, iid)).state is InstanceState.RUNNING
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.instances == {} and sim.ssh_keys == {} and sim.backing_count() == 0
+
+
+async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
+    sim, provider, tmp_path, caplog
+):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-v3", SPEC, keys)
+    sim.refuse_capacity(1)
+    request, _ = launch_request("sky-v3", 0, SPEC, keys)
+    with caplog.at_level(logging.WARNING, logger="skyward.providers"):
+        iid = await provider.launch(context, request)
+    assert sim.count("PUT", r"/asks/") == 2
+    assert "vastai: no capacity for A100 PCIE x2" in caplog.text and "trying" in caplog.text
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+async def test_429_is_retried_after_retry_after(sim, provider):
+    sim.fail_with("429", times=1)
+    start = time.monotonic()
+    assert await provider.offers(SPEC)
+    assert time.monotonic() - start >= 1.0
+    assert sim.count("POST", "/bundles/") == 3  # 429, then on-demand and bid searches
+
+
+async def test_500_once_is_retried_and_a_lost_rent_is_not_doubled(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-v4", SPEC, keys)
+    sim.fail_with("500", times=1, match=lambda r: r.method == "PUT")
+    request, _ = launch_request("sky-v4", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    assert list(sim.instances) == [int(iid)]
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+async def test_preemption_is_reported_with_vasts_reason(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-v5", SPEC, keys)
+    request, _ = launch_request("sky-v5", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    await provider.wait_running(context, iid, 30)
+    sim.preempt(iid)
+    report = await provider.status(context, iid)
+    assert report.state is InstanceState.PREEMPTED
+    assert report.reason == (
+        "vastai: interruptible instance stopped: "
+        "Instance stopped: outbid by a higher bid (interruptible)"
+    )
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.instances == {} and sim.ssh_keys == {}
+
+
+@pytest.mark.slow
+def test_kernel_up_run_down_through_the_simulator():
+    with VastSimulator() as sim:
+        env = {"SKYWARD_VASTAI_ENDPOINT": api_base(sim), "VAST_API_KEY": API_KEY}
+        shown = drive_kernel(env, "vastai")
+        assert "ready: 2 node(s) on vastai" in shown["up"], shown["up"]
+        for node in (0, 1):
+            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
+        assert "destroyed (2 instance(s))" in shown["down"]
+        check_fact_sequence(shown["facts"], 2)
+        assert sim.instances == {} and sim.ssh_keys == {} and sim.backing_count() == 0
+
+
+@pytest.mark.slow
+def test_example_notebook_runs_against_the_simulator(monkeypatch):
+    with VastSimulator() as sim:
+        for key, value in {
+            "SKYWARD_VASTAI_ENDPOINT": api_base(sim),
+            "VAST_API_KEY": API_KEY,
+        }.items():
+            monkeypatch.setenv(key, value)
+        check_notebook(run_notebook("vastai"), "vastai")
+        assert sim.backing_count() == 0

@@ -1,0 +1,171 @@
+"""The verda provider against the local Verda simulator: OAuth2 credentials, offers per
+location, SSH key and startup script as cluster resources, a pinned host key on port 22,
+capacity fallback, 429/500 retries, preemption (discontinued), and a real kernel."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from skyward.core.provider import InstanceState
+from skyward.errors import ProvisionError
+from skyward.model import ClusterSpec
+from skyward.providers import get_provider
+from skyward.providers.verda import VerdaProvider
+
+from ..cloudtests import (
+    check_fact_sequence,
+    check_notebook,
+    drive_kernel,
+    launch_request,
+    make_keys,
+    run_notebook,
+    ssh_echo,
+)
+from .simulator import CLIENT_ID, CLIENT_SECRET, VerdaSimulator, api_base
+
+SPEC = ClusterSpec(provider="verda", nodes=1, accelerator="A100", accelerator_count=2)
+
+
+@pytest.fixture
+def sim():
+    with VerdaSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def provider(sim):
+    return VerdaProvider(CLIENT_ID, CLIENT_SECRET, endpoint=api_base(sim), backoff=0.05)
+
+
+def test_missing_credentials_name_the_variables(monkeypatch):
+    monkeypatch.setenv("VERDA_CLIENT_ID", "only-the-id")
+    monkeypatch.delenv("VERDA_CLIENT_SECRET", raising=False)
+    with pytest.raises(
+        ProvisionError, match=r"^verda: no credentials: set VERDA_CLIENT_ID and VERDA_CLIENT_SECRET"
+    ):
+        get_provider("verda")
+
+
+async def test_rejected_credentials_fail_before_any_launch(sim, tmp_path):
+    provider = VerdaProvider(CLIENT_ID, "wrong", endpoint=api_base(sim))
+    with pytest.raises(ProvisionError, match="verda rejected the credentials.*VERDA_CLIENT_ID"):
+        await provider.prepare("sky-d1", SPEC, make_keys(tmp_path))
+    assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
+
+
+async def test_offers_per_location_cheapest_first(provider):
+    offers = await provider.offers(SPEC)
+    assert [(o.instance_type, o.region) for o in offers] == [
+        ("2A100.44V", "FIN-01"), ("2A100.44V", "ICE-01"),
+    ]  # fmt: skip
+    assert offers[0].accelerator == "A100 SXM4 80GB" and offers[0].vcpus == 44
+    assert offers[0].price_per_hour == 2.58 and offers[0].spot_price_per_hour == 1.04
+    iceland = await provider.offers(ClusterSpec("verda", accelerator_count=2, region="ICE-01"))
+    assert [o.instance_type for o in iceland] == ["2A100.44V"]
+    spot_any = await provider.offers(ClusterSpec("verda", accelerator_count=1, spot="always"))
+    assert spot_any[0].instance_type == "1RTX6000ADA.10V"
+
+
+async def test_vm_lifecycle_with_pinned_host_key_on_port_22(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d2", SPEC, keys)
+    assert [k["name"] for k in sim.ssh_keys.values()] == ["skyward-sky-d2"]
+    request, host_key = launch_request("sky-d2", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    assert sim.vms[iid].hostname == "sky-d2-n0" and sim.vms[iid].is_spot
+    assert [s["name"] for s in sim.scripts.values()] == ["skyward-sky-d2-n0"]
+    instance = await provider.wait_running(context, iid, 30)
+    assert instance.ssh_port == 22 and instance.spot and instance.region == "FIN-01"
+    assert await ssh_echo(instance, keys, host_key) == "pinned-ok"
+    assert (await provider.status(context, iid)).state is InstanceState.RUNNING
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
+    assert sim.backing_count() == 0
+
+
+async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
+    sim, provider, tmp_path, caplog
+):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d3", SPEC, keys)
+    sim.refuse_capacity(1)
+    request, _ = launch_request("sky-d3", 0, SPEC, keys)
+    with caplog.at_level(logging.WARNING, logger="skyward.providers"):
+        iid = await provider.launch(context, request)
+    assert sim.count("POST", r"/instances$") == 2
+    assert "verda: no capacity for 2A100.44V (spot in FIN-01" in caplog.text
+    assert "trying 2A100.44V (on-demand in FIN-01" in caplog.text
+    assert not sim.vms[iid].is_spot
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.vms == {} and sim.scripts == {}
+
+
+async def test_429_is_retried_after_retry_after(sim, provider):
+    sim.fail_with("429", times=1, match=lambda r: r.path.endswith("/instance-types"))
+    start = time.monotonic()
+    assert await provider.offers(SPEC)
+    assert time.monotonic() - start >= 1.0
+    assert sim.count("GET", "/instance-types") == 2
+
+
+async def test_500_once_is_retried_and_a_lost_create_is_not_doubled(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d4", SPEC, keys)
+    sim.fail_with(
+        "500", times=1, match=lambda r: r.method == "POST" and r.path.endswith("/instances")
+    )
+    request, _ = launch_request("sky-d4", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    assert list(sim.vms) == [iid]
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+async def test_preemption_is_reported_with_verdas_reason(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d5", SPEC, keys)
+    request, _ = launch_request("sky-d5", 0, SPEC, keys)
+    iid = await provider.launch(context, request)
+    await provider.wait_running(context, iid, 30)
+    sim.preempt(iid)
+    report = await provider.status(context, iid)
+    assert report.state is InstanceState.PREEMPTED
+    assert report.reason == "verda: spot instance discontinued (reclaimed)"
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
+
+
+@pytest.mark.slow
+def test_kernel_up_run_down_through_the_simulator():
+    with VerdaSimulator() as sim:
+        env = {
+            "SKYWARD_VERDA_ENDPOINT": api_base(sim),
+            "VERDA_CLIENT_ID": CLIENT_ID,
+            "VERDA_CLIENT_SECRET": CLIENT_SECRET,
+        }
+        shown = drive_kernel(env, "verda")
+        assert "ready: 2 node(s) on verda" in shown["up"], shown["up"]
+        for node in (0, 1):
+            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
+        assert "destroyed (2 instance(s))" in shown["down"]
+        check_fact_sequence(shown["facts"], 2)
+        assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
+        assert sim.backing_count() == 0
+
+
+@pytest.mark.slow
+def test_example_notebook_runs_against_the_simulator(monkeypatch):
+    with VerdaSimulator() as sim:
+        for key, value in {
+            "SKYWARD_VERDA_ENDPOINT": api_base(sim),
+            "VERDA_CLIENT_ID": CLIENT_ID,
+            "VERDA_CLIENT_SECRET": CLIENT_SECRET,
+        }.items():
+            monkeypatch.setenv(key, value)
+        check_notebook(run_notebook("verda"), "verda")
+        assert sim.backing_count() == 0
