@@ -2,8 +2,8 @@
 
 Prints, for 1 and 4 nodes on the container provider: median and p90 wall time from
 sending ``%%skyward run\\npass`` to the kernel going idle, beside the same kernel's bare
-``pass`` cell measured in the same run; and the time from ``%skyward up --nodes N`` to the
-cluster being ready for N = 1, 4, 8.
+``pass`` cell measured in the same run; and the time from ``%skyward up --nodes N`` to
+the cluster being ready for N = 1, 4, 8.
 
     .venv/bin/python benchmarks/dispatch.py [--rounds 200]
 """
@@ -68,7 +68,7 @@ def main() -> None:
         print(f"# dispatch latency, {args.rounds} rounds, send → idle (ms)")
         print(f"{'cell':<28}{'median':>9}{'p90':>9}{'over bare':>11}")
         for nodes in (1, 4):
-            _, text = k.run(f"%skyward up --nodes {nodes}")
+            _, text = k.run(f"%skyward up --provider container --nodes {nodes}")
             assert "ready" in text, text
             for _ in range(20):
                 k.run("pass")
@@ -85,7 +85,7 @@ def main() -> None:
             k.run("%skyward down")
         print("\n# %skyward up --nodes N → cluster ready (s), from the summary line")
         for nodes in (1, 4, 8):
-            wall, text = k.run(f"%skyward up --nodes {nodes}")
+            wall, text = k.run(f"%skyward up --provider container --nodes {nodes}")
             found = re.search(r"in ([\d.]+) s", text)
             print(f"nodes={nodes}: {found.group(1) if found else '?'} s (cell {wall:.2f} s)")
             k.run("%skyward down")

@@ -91,7 +91,7 @@ def main() -> None:
         k.run("%load_ext skyward\nimport ipyparallel as ipp, numpy as np")
         for n in args.nodes:
             print(f"\n## {n} node(s) / engine(s)")
-            k.run(f"%skyward up --nodes {n} --pip tqdm numpy", timeout=900)
+            k.run(f"%skyward up --provider container --nodes {n} --pip tqdm numpy", timeout=900)
             k.run(
                 f"cluster = ipp.Cluster(n={n}, log_level=40)\n"
                 "rc = await cluster.start_and_connect(activate=True)\n"
@@ -127,7 +127,7 @@ def main() -> None:
             print(f"push 100 MB     %%px          {wall:6.2f} s (dview.push, block=True)")
             wall, _, _ = k.run("%%skyward run\narr.nbytes", timeout=600)
             print(f"push 100 MB     skyward run   {wall:6.2f} s (pushed with the cell)")
-            k.run("del arr\nawait cluster.stop_cluster_async()\n%skyward down", timeout=120)
+            k.run("del arr\nawait cluster.stop_cluster()\n%skyward down", timeout=120)
     finally:
         k.close()
 

@@ -423,8 +423,19 @@ class _CompileError(Exception):
 class Agent:
     """Serves clients on a UNIX socket and runs their cells in the main thread."""
 
-    def __init__(self, socket_path: str, node: int = 0, nodes: int = 1, cluster: str = "") -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        node: int = 0,
+        nodes: int = 1,
+        cluster: str = "",
+        grace: float | None = None,
+        on_orphan: str = "",
+    ) -> None:
         self.socket_path = socket_path
+        self.grace = grace
+        self.on_orphan = on_orphan
+        self.last_contact = time.monotonic()
         self.node, self.nodes, self.cluster = node, nodes, cluster
         self.sink = LineSink()
         self.capture = Capture(self.sink)
@@ -466,7 +477,10 @@ class Agent:
         richout.install(self._display)
         self.namespace["display"] = richout.display
         Sampler(self._record_metric).start()
-        for target, name in ((self._accept_loop, "accept"), (self._flush_loop, "flush")):
+        loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
+        if self.grace:
+            loops.append((self._watch_kernel, "watchdog"))
+        for target, name in loops:
             threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
         _log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
 
@@ -484,6 +498,35 @@ class Agent:
                 _log(f"cell machinery failed: {exc!r}")
         self._cleanup()
         return 0
+
+    def _watch_kernel(self) -> None:
+        """Shut the instance down when the kernel has been silent for ``grace`` seconds.
+
+        The kernel sends a heartbeat far more often than that; silence means the kernel
+        (or its machine) is gone, and nobody is left to destroy this instance.
+        """
+        assert self.grace
+        step = max(0.2, min(5.0, self.grace / 4))
+        while not self._stopping:
+            time.sleep(step)
+            silent = time.monotonic() - self.last_contact
+            if silent < self.grace:
+                continue
+            _log(f"no word from the kernel for {silent:.0f} s: shutting the instance down")
+            if self.on_orphan:
+                import subprocess
+
+                subprocess.Popen(
+                    self.on_orphan,
+                    shell=True,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=_log_fd,
+                    stderr=_log_fd,
+                )
+            time.sleep(2.0)  # let the shutdown take us with the instance
+            self._unlink()
+            os._exit(0)
 
     def _cleanup(self) -> None:
         self._unlink()
@@ -531,6 +574,7 @@ class Agent:
                 data = conn.recv(1 << 20)
                 if not data:
                     break
+                self.last_contact = time.monotonic()
                 for message in decoder.feed(data):
                     self._handle(conn, message)
         except Exception as exc:  # a bad client must not take the agent down
@@ -868,6 +912,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", type=int, default=0, help="this node's index")
     parser.add_argument("--nodes", type=int, default=1, help="number of nodes in the cluster")
     parser.add_argument("--cluster", default="", help="the cluster's id")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds without a word from the kernel before the instance shuts itself down",
+    )
+    parser.add_argument(
+        "--on-orphan", default="", help="shell command that shuts this instance down"
+    )
     args = parser.parse_args(argv)
     os.environ["SKYWARD_NODE"] = str(args.node)
     os.environ["SKYWARD_NODES"] = str(args.nodes)
@@ -880,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
     except OSError:
         pass
-    agent = Agent(args.socket, args.node, args.nodes, args.cluster)
+    agent = Agent(args.socket, args.node, args.nodes, args.cluster, args.grace, args.on_orphan)
     agent.start()
     return agent.serve()
 

@@ -7,6 +7,8 @@ SkywardError
 ├── TransportError      SSH could not connect, authenticate or stay up
 ├── BootstrapError      a bootstrap phase failed on a node
 ├── AgentError          the agent on an instance broke the protocol or went away
+├── CellTimeout         a remote cell ran past its --timeout (also a TimeoutError)
+├── InstancePreemptedError  the node a cell ran on was lost
 └── RemoteError         a cell raised on an instance (carries the remote traceback)
     └── CompositeError  a cell raised on several nodes
 """
@@ -19,6 +21,7 @@ __all__ = [
     "CapacityError",
     "CellTimeout",
     "CompositeError",
+    "InstancePreemptedError",
     "ProvisionError",
     "RemoteError",
     "SkywardError",
@@ -79,6 +82,15 @@ class CellTimeout(SkywardError, TimeoutError):
         self.nodes = nodes
         where = f" on node(s) {', '.join(map(str, nodes))}" if nodes else ""
         super().__init__(f"the cell timed out after {seconds:g} s{where} and was stopped")
+
+
+class InstancePreemptedError(SkywardError):
+    """The node a cell ran on was lost (preempted, or stopped answering)."""
+
+    def __init__(self, node: int, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(f"node {node} was lost while the cell ran: {reason}")
 
 
 class RemoteError(SkywardError):

@@ -66,6 +66,12 @@ class ClusterSpec:
     name: str = ""
     launch_timeout: float = 600.0
     bootstrap_timeout: float = 900.0
+    keep: bool = False
+    grace: float = 600.0
+    idle_timeout: float | None = None
+    ttl: float | None = None
+    max_cost: float | None = None
+    replace: bool = True
 
 
 @dataclass(frozen=True, slots=True)

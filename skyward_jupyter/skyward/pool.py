@@ -12,25 +12,36 @@ import itertools
 import logging
 import secrets
 import threading
+import typing
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from .core.bus import EventBus
+from .core.ledger import KernelIdentity, Ledger, LedgerEntry, spec_from_dict
 from .core.lifecycle import Lifecycle
-from .core.provider import Provider
-from .core.registry import ClusterRecord, ClusterState, Registry
-from .errors import BootstrapError, ProvisionError, UsageError
+from .core.provider import ClusterKeys, Provider
+from .core.registry import ClusterRecord, ClusterState, InstanceRecord, Registry
+from .errors import BootstrapError, InstancePreemptedError, ProvisionError, UsageError
 from .events import (
     BootstrapFailed,
     ClusterReady,
     ClusterRequested,
+    ConsoleOutput,
     Error,
+    Event,
+    InstanceBootstrapped,
+    InstanceProvisioned,
+    Log,
+    Metric,
     NodeInstance,
     ShutdownRequested,
 )
-from .model import ClusterSpec
+from .model import Cluster, ClusterSpec, Instance, Offer
 from .transport.bootstrap import Bootstrapper
-from .transport.keys import generate_host_key, make_cluster_keys
+from .transport.keys import data_dir, generate_host_key, make_cluster_keys
+from .watch import ClusterWatch
 
 __all__ = ["CellRun", "Pool"]
 
@@ -49,6 +60,12 @@ def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
 INTERRUPT_GRACE = 10.0  # seconds a remote cell gets to stop after an interrupt
 TIMEOUT_GRACE = 5.0  # ... after its --timeout
 MASTER_PORT = 29500
+HISTORY = 5000
+LIFECYCLE = tuple(
+    kind
+    for kind in typing.get_args(Event)
+    if kind not in (Log, Metric, ConsoleOutput)  # the lines and samples: too many to keep
+)
 
 
 class CellRun:
@@ -68,17 +85,25 @@ class Pool:
     def __init__(self, provider_for: Callable[[str, ClusterSpec], Provider] | None = None):
         self.bus = EventBus()
         self.registry = Registry()
+        self.provider_for = provider_for or default_provider_for
+        self.ledger = Ledger(data_dir() / "ledger.json")
         self.lifecycle = Lifecycle(
             self.bus,
             self.registry,
-            provider_for or default_provider_for,
+            self.provider_for,
             make_cluster_keys,
             generate_host_key,
+            ledger=self.ledger,
         )
         self.bootstrapper = Bootstrapper(self.bus, self.registry)
         self.current: ClusterRecord | None = None
         self._cells = itertools.count(1)
         self._node_env: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+        self.watches: dict[str, ClusterWatch] = {}
+        self.history: deque[Any] = deque(maxlen=HISTORY)
+        """The latest lifecycle facts (not log lines or metrics), for status and debugging."""
+        self.bus.subscribe(LIFECYCLE, self.history.append)
+        self.running_cells = 0
 
     # -- up -----------------------------------------------------------------------------
 
@@ -103,9 +128,11 @@ class Pool:
         finally:
             unsubscribe()
         record = self.registry.by_request(request_id)
-        if isinstance(answer, ClusterReady):
+        if isinstance(answer, ClusterReady) and record is not None:
             self.current = record
-            self._configure(answer)
+            self.configure_nodes(record)
+            watch = self.watches[record.id] = ClusterWatch(self, record)
+            watch.start()
             return answer
         if failures:
             first = failures[0]
@@ -113,35 +140,30 @@ class Pool:
             raise BootstrapError(first.instance.node, first.phase, message, output)
         raise ProvisionError(answer.message if isinstance(answer, Error) else str(answer))
 
-    def _configure(self, ready: ClusterReady) -> None:
+    def configure_nodes(self, record: ClusterRecord) -> None:
         """Tell each node who it is in the cluster: the variables torch.distributed and
-        jax.distributed read, and what ``skyward.node()`` answers."""
-        nodes = ready.cluster.nodes
+        jax.distributed read, and what ``skyward.node()`` answers (again after a node is
+        replaced, since the head's address may change)."""
+        nodes = record.node_instances()
         addresses = [n.instance.private_ip or n.instance.ip for n in nodes]
         for n in nodes:
-            self._node_env[n.instance.id] = (
-                {
-                    "MASTER_ADDR": addresses[0],
-                    "MASTER_PORT": str(MASTER_PORT),
-                    "WORLD_SIZE": str(len(nodes)),
-                    "RANK": str(n.node),
-                    "NODE_RANK": str(n.node),
-                    "LOCAL_RANK": "0",
-                    "LOCAL_WORLD_SIZE": "1",
-                    "JAX_COORDINATOR_ADDRESS": f"{addresses[0]}:{MASTER_PORT + 1}",
-                    "JAX_NUM_PROCESSES": str(len(nodes)),
-                    "JAX_PROCESS_ID": str(n.node),
-                },
-                {
-                    "id": n.node,
-                    "count": len(nodes),
-                    "addresses": addresses,
-                    "cluster": ready.cluster.id,
-                },
-            )
+            env = {
+                "MASTER_ADDR": addresses[0],
+                "MASTER_PORT": str(MASTER_PORT),
+                "WORLD_SIZE": str(len(nodes)),
+                "RANK": str(n.node),
+                "NODE_RANK": str(n.node),
+                "LOCAL_RANK": "0",
+                "LOCAL_WORLD_SIZE": "1",
+                "JAX_COORDINATOR_ADDRESS": f"{addresses[0]}:{MASTER_PORT + 1}",
+                "JAX_NUM_PROCESSES": str(len(nodes)),
+                "JAX_PROCESS_ID": str(n.node),
+            }
+            info = {"id": n.node, "count": len(nodes), "addresses": addresses, "cluster": record.id}
+            self._node_env[n.instance.id] = (env, info)
             agent = self.bootstrapper.agents.get(n.instance.id)
-            if agent is not None:
-                agent.configure(*self._node_env[n.instance.id])
+            if agent is not None and agent.connected:
+                agent.configure(env, info)
 
     async def _abort(self, request_id: str) -> None:
         for _ in range(100):
@@ -151,7 +173,7 @@ class Pool:
             await asyncio.sleep(0.01)
         else:
             return
-        await self._shutdown(record.id)
+        await self.shutdown(record.id)
 
     # -- run ----------------------------------------------------------------------------
 
@@ -200,10 +222,38 @@ class Pool:
         ``second_interrupt`` returns first (the user interrupted again), has its agent
         killed and restarted: its cell ends and its variables are lost.
         """
+        watch = self.watches.get(self.current.id) if self.current else None
+        self.running_cells += 1
+        if watch is not None:
+            watch.touch()
+        try:
+            return await self._run(cell, code, filename, push, pull, timeout, second_interrupt)
+        finally:
+            self.running_cells -= 1
+            if watch is not None:
+                watch.touch()
+
+    async def _run(
+        self,
+        cell: CellRun,
+        code: str,
+        filename: str,
+        push: dict[str, bytes] | None,
+        pull: list[str] | None,
+        timeout: float | None,
+        second_interrupt: Callable[[], Awaitable[None]] | None,
+    ) -> CellRun:
         agents = self.bootstrapper.agents
         futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
         for node in cell.nodes:
-            agent = agents[node.instance.id]
+            agent = agents.get(node.instance.id)
+            if agent is None or not agent.connected:
+                missing: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                missing.set_exception(
+                    InstancePreemptedError(node.node, "the node is not connected (being replaced?)")
+                )
+                futures[node.node] = missing
+                continue
             task_id = cell.task_ids[node.node]
             futures[node.node] = asyncio.ensure_future(
                 agent.execute(task_id, code, filename, push=push, pull=pull)
@@ -256,9 +306,22 @@ class Pool:
     async def _restart(self, cell: CellRun, node: NodeInstance) -> None:
         fresh = await self.bootstrapper.restart_agent(node.instance.id)
         cell.killed.append(node.node)
+        watch = self.watches.get(self.current.id) if self.current else None
+        if watch is not None:
+            fresh.on_lost = watch.on_agent_lost
         env = self._node_env.get(node.instance.id)
         if env is not None:
             fresh.configure(*env)
+
+    async def replacement(self, node: int) -> NodeInstance | None:
+        """Wait for the node replacing a lost ``node`` to be ready (None if not replaced)."""
+        record = self.ready_cluster()
+        watch = self.watches.get(record.id)
+        if watch is None:
+            return None
+        return await watch.replacement(
+            node, record.spec.launch_timeout + record.spec.bootstrap_timeout
+        )
 
     @staticmethod
     def _collect(cell: CellRun, futures: dict[int, asyncio.Future[dict[str, Any]]]) -> None:
@@ -276,17 +339,118 @@ class Pool:
         record = self.current
         if record is None or record.state is ClusterState.DESTROYED:
             raise UsageError("no cluster is up")
-        await self._shutdown(record.id)
+        await self.shutdown(record.id)
         return record
 
-    async def _shutdown(self, cluster_id: str) -> None:
+    async def shutdown(self, cluster_id: str) -> None:
+        """Destroy a cluster (shielded: an interrupt does not stop it halfway)."""
+        watch = self.watches.pop(cluster_id, None)
+        if watch is not None:
+            watch.stop()
         await asyncio.shield(self.bus.request(lambda reply: ShutdownRequested(cluster_id, reply)))
 
     async def aclose(self) -> None:
         """Destroy every live cluster, then stop the bus."""
         for record in self.registry.live():
-            await self._shutdown(record.id)
+            await self.shutdown(record.id)
         await self.bus.aclose()
+
+    async def attach(self, name: str) -> ClusterRecord:
+        """Take over a cluster started with ``--keep`` by a kernel that is gone.
+
+        Its instances, keys and host keys come from the ledger; each agent (which outlived
+        the old kernel) is reached again over SSH and the cluster becomes this kernel's.
+        """
+        if self.current is not None and self.current.state is ClusterState.READY:
+            raise UsageError(f"cluster {self.current.id} is up; `%skyward down` it first")
+        entries = [
+            e
+            for e in self.ledger.entries()
+            if name in (e.cluster_id, e.spec.get("name")) and e.instance_id
+        ]
+        if not entries:
+            raise UsageError(f"no cluster {name!r} in the ledger")
+        alive = [e for e in entries if e.kernel.alive()]
+        if alive and alive[0].kernel_pid != KernelIdentity.current().pid:
+            raise UsageError(
+                f"cluster {name} belongs to a running kernel (pid {alive[0].kernel_pid})"
+            )
+        first = entries[0]
+        spec = spec_from_dict(first.spec)
+        provider = self.provider_for(first.provider, spec)
+        public = await asyncio.to_thread(_read_public_key, first.key_path)
+        keys = ClusterKeys(first.key_path, public)
+        record = ClusterRecord(first.cluster_id, spec, provider, keys, f"attach-{first.cluster_id}")
+        record.context = await provider.prepare(record.id, spec, keys)
+        for entry in entries:
+            instance = Instance(
+                entry.instance_id or "",
+                "running",
+                entry.ip,
+                entry.private_ip,
+                entry.ssh_port,
+                offer=Offer(first.provider, "", price_per_hour=entry.price_per_hour),
+            )
+            node = NodeInstance(instance, entry.node, provider.name, entry.ssh_user, entry.key_path)
+            record.instances[instance.id] = InstanceRecord(
+                instance.id,
+                entry.node,
+                entry.host_public_key,
+                entry.launched_at,
+                node,
+                ready=True,
+                ledger_key=entry.key,
+            )
+        self.registry.add(record)
+        await asyncio.gather(
+            *(
+                self.bootstrapper.attach(r.node_instance, r.host_public_key, record)
+                for r in record.instances.values()
+                if r.node_instance is not None
+            )
+        )
+        self.ledger.adopt([e.key for e in entries])
+        record.state = ClusterState.READY
+        # What this kernel now knows of the cluster, for the panel and anyone listening.
+        for node in record.node_instances():
+            self.bus.publish(InstanceProvisioned(record.request_id, node))
+            self.bus.publish(InstanceBootstrapped(node))
+        nodes = tuple(record.node_instances())
+        self.bus.publish(ClusterReady(Cluster(record.id, provider.name, spec, nodes)))
+        self.current = record
+        self.configure_nodes(record)
+        watch = self.watches[record.id] = ClusterWatch(self, record)
+        watch.start()
+        return record
+
+    async def destroy_orphans(self, entries: list[LedgerEntry]) -> list[str]:
+        """Destroy ledger entries left by dead kernels; returns what could not be destroyed.
+
+        Each entry's provider is rebuilt from the ledger; its cluster context is made
+        again (``prepare`` is idempotent), the instances destroyed and confirmed, the
+        shared resources torn down, and the entries removed.
+        """
+        failures: list[str] = []
+        by_cluster: dict[str, list[LedgerEntry]] = {}
+        for entry in entries:
+            by_cluster.setdefault(entry.cluster_id, []).append(entry)
+        for cluster_id, group in by_cluster.items():
+            first = group[0]
+            try:
+                spec = spec_from_dict(first.spec)
+                provider = self.provider_for(first.provider, spec)
+                keys = ClusterKeys(first.key_path, "")
+                context = await provider.prepare(cluster_id, spec, keys)
+                for entry in group:
+                    if entry.instance_id:
+                        await provider.destroy(context, entry.instance_id)
+                await provider.teardown(context)
+            except Exception as exc:
+                failures.append(f"{cluster_id}: {exc}")
+                continue
+            for entry in group:
+                self.ledger.remove(entry.key)
+        return failures
 
     def close_sync(self, timeout: float = 60.0) -> None:
         """Destroy every live instance without the kernel's loop (at interpreter exit).
@@ -294,7 +458,12 @@ class Pool:
         The providers' ``destroy`` runs on a fresh loop in a helper thread, so this works
         whether or not the kernel's loop is still running.
         """
-        live = [(record, iid) for record in self.registry.live() for iid in list(record.instances)]
+        live = [
+            (record, iid)
+            for record in self.registry.live()
+            if not record.spec.keep
+            for iid in list(record.instances)
+        ]
         if not live:
             return
 
@@ -302,7 +471,9 @@ class Pool:
             async def one(record: ClusterRecord, iid: str) -> None:
                 try:
                     await record.provider.destroy(record.context, iid)
-                    record.instances.pop(iid, None)
+                    gone = record.instances.pop(iid, None)
+                    if gone is not None and gone.ledger_key:
+                        self.ledger.remove(gone.ledger_key)
                 except Exception:
                     log.exception("skyward: could not destroy %s at exit", iid)
 
@@ -317,3 +488,9 @@ class Pool:
         thread = threading.Thread(target=asyncio.run, args=(destroy_all(),), daemon=True)
         thread.start()
         thread.join(timeout)
+
+
+def _read_public_key(private_key_path: str) -> str:
+    """The public line beside a cluster's private key ("" if it is gone)."""
+    public = Path(private_key_path + ".pub")
+    return public.read_text().strip() if public.exists() else ""

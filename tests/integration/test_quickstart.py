@@ -67,7 +67,7 @@ def cluster(kernel):
 
 def test_up_shows_progress_per_node_while_it_runs(kernel):
     kernel.execute("%load_ext skyward")
-    result = kernel.execute("%skyward up --nodes 2", timeout=180)
+    result = kernel.execute("%skyward up --provider container --nodes 2", timeout=180)
     assert result.ok, result.text()
     updates = [m for _, m in result.messages if m["msg_type"] == "update_display_data"]
     phases = " ".join(ANSI.sub("", m["content"]["data"]["text/plain"]) for m in updates)
@@ -132,7 +132,7 @@ def test_targeting_one_node(cluster):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("%skyward up --nodes 0", "at least 1 node"),
+        ("%skyward up --provider container --nodes 0", "at least 1 node"),
         ("%skyward up --provider nimbus", "is unknown"),
         ("%skyward up --gpus A100:x", "malformed"),
         ("%skyward frobnicate", "unknown command"),
@@ -155,7 +155,9 @@ def test_run_without_a_cluster(kernel):
 def test_failed_bootstrap_raises_naming_node_and_phase_and_destroys(kernel):
     before = set(live_processes())
     kernel.execute("%load_ext skyward")
-    result = kernel.execute("%skyward up --nodes 2 --pip no-such-package-xyz", timeout=240)
+    result = kernel.execute(
+        "%skyward up --provider container --nodes 2 --pip no-such-package-xyz", timeout=240
+    )
     assert not result.ok
     text = result.text()
     assert "phase 'packages'" in text and re.search(r"node [01]", text)
@@ -168,12 +170,12 @@ def test_kernel_exit_and_unload_destroy_everything():
     k = Kernel()
     try:
         assert k.execute("%load_ext skyward").ok
-        assert k.execute("%skyward up --nodes 2", timeout=180).ok
+        assert k.execute("%skyward up --provider container --nodes 2", timeout=180).ok
         assert len(set(live_processes()) - before) >= 2
         assert k.execute("%unload_ext skyward").ok
         assert set(live_processes()) - before == set()
         assert k.execute("%load_ext skyward").ok
-        assert k.execute("%skyward up --nodes 1", timeout=180).ok
+        assert k.execute("%skyward up --provider container --nodes 1", timeout=180).ok
         assert set(live_processes()) - before
     finally:
         k.shutdown()

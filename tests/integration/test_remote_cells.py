@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 def k():
     kernel = Kernel()
     assert kernel.execute("%load_ext skyward").ok
-    result = kernel.execute("%skyward up --nodes 2 --pip matplotlib", timeout=600)
+    result = kernel.execute(
+        "%skyward up --provider container --nodes 2 --pip matplotlib", timeout=600
+    )
     assert result.ok, result.text()
     yield kernel
     kernel.execute("%skyward down", timeout=60)

@@ -2,7 +2,13 @@
 
 import pytest
 from IPython.core.error import UsageError
-from skyward.jupyter.options import parse_command, parse_gpus, parse_targets, spec_from
+from skyward.jupyter.options import (
+    offers_spec,
+    parse_command,
+    parse_gpus,
+    parse_targets,
+    spec_from,
+)
 
 
 def up(line):
@@ -13,7 +19,8 @@ def up(line):
 
 def test_defaults():
     spec = up("")
-    assert spec.provider == "container" and spec.nodes == 1 and spec.pip == ()
+    # No --provider: "" means the cheapest configured provider, chosen at `up` time.
+    assert spec.provider == "" and spec.nodes == 1 and spec.pip == ()
     assert spec.accelerator is None and spec.accelerator_count == 0 and spec.spot == "auto"
 
 
@@ -50,9 +57,39 @@ def test_bad_up_arguments(line, message):
         up(line)
 
 
-def test_cloud_provider_not_yet_available_says_so():
+def test_provider_not_in_the_registry_says_so(monkeypatch):
+    from skyward import providers
+
+    monkeypatch.delitem(providers.PROVIDERS, "runpod")
     with pytest.raises(UsageError, match="not available in this version"):
         up("--provider runpod")
+
+
+def test_cloud_providers_and_a_container_runtime():
+    assert up("--provider runpod --gpus A100:2").provider == "runpod"
+    assert up("--provider verda").provider == "verda"
+    assert up("--runtime podman").provider == "container"  # --runtime implies container
+    with pytest.raises(UsageError, match="container provider only"):
+        up("--provider vastai --runtime docker")
+
+
+def test_offers_arguments():
+    command, args = parse_command(
+        "offers --provider vastai --gpus A100:4 --spot --region US --max-price 9"
+    )
+    spec = offers_spec(args)
+    assert command == "offers" and spec.provider == "vastai" and spec.spot == "always"
+    assert (spec.accelerator, spec.accelerator_count, spec.region) == ("A100", 4, "US")
+    assert spec.max_price == 9.0
+    assert offers_spec(parse_command("offers")[1]).provider == ""
+    for line, message in [
+        ("offers --provider nimbus", "is unknown"),
+        ("offers --gpus x:y", "malformed"),
+        ("offers --spot --on-demand", "not allowed with"),
+        ("offers --max-price 0", "positive"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            offers_spec(parse_command(line)[1])
 
 
 def test_unknown_command_and_help(capsys):

@@ -66,7 +66,7 @@ class EventBus:
         except Exception:
             log.exception("skyward: handler %r failed on %s", handler, type(event).__name__)
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self.spawn(_as_coroutine(result), name=f"skyward:{type(event).__name__}")
 
     async def request(self, make: Callable[[ReplyTo], Event], timeout: float | None = None) -> Any:

@@ -29,6 +29,7 @@ from ..events import (
     InstanceDestroyed,
     InstanceLaunched,
     InstanceProvisioned,
+    InstanceReplaced,
     InstanceRequested,
     InstanceRunning,
     NodeInstance,
@@ -36,6 +37,7 @@ from ..events import (
 )
 from ..model import Cluster, ClusterSpec
 from .bus import EventBus, respond
+from .ledger import Ledger
 from .provider import ClusterKeys, LaunchRequest, Provider
 from .registry import ClusterRecord, ClusterState, InstanceRecord, Registry
 
@@ -72,12 +74,14 @@ class Lifecycle:
         provider_for: ProviderFor,
         make_keys: KeyMaker,
         make_host_key: HostKeyMaker,
+        ledger: Ledger | None = None,
     ) -> None:
         self._bus = bus
         self._registry = registry
         self._provider_for = provider_for
         self._make_keys = make_keys
         self._make_host_key = make_host_key
+        self._ledger = ledger
         self._tasks: dict[str, _Tasks] = {}
         self._shutdowns: dict[str, asyncio.Task[None]] = {}
         bus.subscribe(ClusterRequested, self._on_cluster_requested)
@@ -160,6 +164,8 @@ class Lifecycle:
         if me is not None:
             tasks.workers.add(me)
         try:
+            if request.replacing is not None and request.replacing in record.instances:
+                await self._destroy_instance(record, request.replacing)  # a lost node's remains
             answer = await self._bring_up_node(request, record, tasks)
         except asyncio.CancelledError:
             raise
@@ -173,8 +179,13 @@ class Lifecycle:
         if isinstance(answer, BootstrapFailed):
             message = f"node {request.node_id}: bootstrap failed in phase '{answer.phase}'"
             respond(self._bus, request, Error(request.request_id, f"{message}: {answer.error}"))
-        elif request.reply_to is not None:
-            request.reply_to(answer)
+        else:
+            if request.replacing is not None:
+                self._bus.publish(
+                    InstanceReplaced(request.request_id, request.replacing, answer.instance)
+                )
+            if request.reply_to is not None:
+                request.reply_to(answer)
 
     async def _bring_up_node(
         self, request: InstanceRequested, record: ClusterRecord, tasks: _Tasks
@@ -185,11 +196,30 @@ class Lifecycle:
             record.id, request.node_id, spec, keys, host_key, host_public_key
         )
 
+        ledger, key = self._ledger, ""
+        if ledger is not None:
+            key = ledger.begin(
+                provider.name,
+                record.id,
+                request.node_id,
+                spec,
+                keep=spec.keep,
+                host_public_key=host_public_key,
+                ssh_user=provider.ssh_user,
+                key_path=keys.private_key_path,
+            )
+
         def recorded(task: asyncio.Task[str]) -> None:
             tasks.launches.discard(task)
             if not task.cancelled() and task.exception() is None:
                 iid = task.result()
-                record.instances[iid] = InstanceRecord(iid, request.node_id, host_public_key)
+                record.instances[iid] = InstanceRecord(
+                    iid, request.node_id, host_public_key, ledger_key=key
+                )
+                if ledger is not None:
+                    ledger.update(key, instance_id=iid)
+            elif ledger is not None:
+                ledger.remove(key)  # the provider launched nothing (or cleaned up itself)
 
         # The launch runs to completion even if we are cancelled, and the instance is
         # recorded the moment its id is known, so a shutdown can always find it.
@@ -204,6 +234,17 @@ class Lifecycle:
         )
         async with asyncio.timeout(spec.launch_timeout):
             instance = await provider.wait_running(record.context, instance_id, spec.launch_timeout)
+        if ledger is not None:
+            price = instance.offer.price_per_hour if instance.offer else 0.0
+            if instance.spot and instance.offer and instance.offer.spot_price_per_hour:
+                price = instance.offer.spot_price_per_hour
+            ledger.update(
+                key,
+                ip=instance.ip,
+                private_ip=instance.private_ip,
+                ssh_port=instance.ssh_port,
+                price_per_hour=price,
+            )
         self._bus.publish(
             InstanceRunning(
                 request.request_id,
@@ -278,6 +319,10 @@ class Lifecycle:
         record.state = ClusterState.DESTROYED
         self._bus.publish(ClusterDestroyed(record.id))
 
+    async def destroy_instance(self, record: ClusterRecord, instance_id: str) -> None:
+        """Destroy one instance of a live cluster (a lost node that is not replaced)."""
+        await self._destroy_instance(record, instance_id)
+
     async def _destroy_instance(self, record: ClusterRecord, instance_id: str) -> None:
         try:
             await record.provider.destroy(record.context, instance_id)
@@ -285,7 +330,9 @@ class Lifecycle:
             message = f"could not destroy instance {instance_id}: {_describe(exc)}"
             self._bus.publish(Error(record.request_id, message, fatal=True))
             return
-        record.instances.pop(instance_id, None)
+        gone = record.instances.pop(instance_id, None)
+        if self._ledger is not None and gone is not None and gone.ledger_key:
+            self._ledger.remove(gone.ledger_key)
         self._bus.publish(InstanceDestroyed(instance_id))
 
 

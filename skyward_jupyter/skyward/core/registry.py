@@ -41,6 +41,7 @@ class InstanceRecord:
     launched_at: float = field(default_factory=time.time)
     node_instance: NodeInstance | None = None
     ready: bool = False
+    ledger_key: str = ""
 
 
 @dataclass(slots=True)

@@ -8,6 +8,9 @@ Reference (also ``%skyward --help`` and ``%skyward?``)::
     %skyward status
     %skyward down
     %%skyward run [--on all|N|N,M]
+    %skyward panel [--sidebar]
+    %skyward offers [--provider P] [--gpus SPEC] [--spot | --on-demand] [--region R]
+                    [--max-price USD]
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.display import display
 
-from ..errors import CellTimeout, SkywardError
+from ..errors import CellTimeout, InstancePreemptedError, SkywardError
 from ..errors import UsageError as SkywardUsageError
 from ..pool import Pool
 from . import options
@@ -105,11 +109,17 @@ async def dispatch(line: str, cell: str | None) -> None:
         elif command == "status":
             _status()
         elif command == "down":
-            await _down()
+            await (_down_orphans() if args.orphans else _down())
         elif command == "run":
             if cell is None:
                 raise UsageError("use %%skyward run (two %) at the top of the cell to run")
             await _run(args, cell)
+        elif command == "panel":  # live panel (issue 3)
+            _panel().show(sidebar=args.sidebar)
+        elif command == "offers":  # offers (issue 4)
+            await _offers(args)
+        elif command == "attach":
+            await _attach(args.cluster)
     except SkywardUsageError as exc:
         raise UsageError(str(exc)) from None
 
@@ -119,7 +129,11 @@ async def _up(args: Any) -> None:
     p = pool()
     if p.current is not None and p.current.state.value not in ("destroyed", "failed"):
         raise UsageError(f"cluster {p.current.id} is already up; `%skyward down` it first")
+    if not spec.provider:  # offers (issue 4): no --provider, the cheapest configured one
+        spec = await _choose_provider(spec)
+    _panel().show()  # live panel (issue 3): under this cell
     progress = UpProgress(p.bus, spec.provider, spec.nodes)
+    _state["task"] = asyncio.current_task()  # live panel: its buttons cancel this task
     try:
         ready = await p.up(spec)
     except asyncio.CancelledError:
@@ -128,7 +142,12 @@ async def _up(args: Any) -> None:
     except SkywardError as exc:
         progress.finish(f"✗ {type(exc).__name__}: instances destroyed")
         raise
+    finally:
+        _state["task"] = None
     progress.finish(progress.summary(ready))
+    watch = p.watches.get(ready.cluster.id)
+    if watch is not None:
+        watch.notices.append(progress.notice)
 
 
 def _status() -> None:
@@ -168,6 +187,83 @@ async def _down() -> None:
     )
 
 
+async def _attach(name: str) -> None:
+    p = pool()
+    start = time.monotonic()
+    record = await p.attach(name)
+    _panel().show()
+    print(
+        f"attached cluster {record.id}: {len(record.instances)} node(s) on "
+        f"{record.provider.name} in {time.monotonic() - start:.1f} s; their variables are as "
+        "the old kernel left them"
+    )
+
+
+async def _down_orphans() -> None:
+    p = pool()
+    orphans = p.ledger.orphans()
+    if not orphans:
+        print("no orphaned instances in the ledger")
+        return
+    print(_describe_orphans(orphans, "destroying"))
+    failures = await p.destroy_orphans(orphans)
+    for failure in failures:
+        print(f"could not destroy {failure}", file=sys.stderr)
+    print(f"destroyed {len(orphans) - len(failures)} of {len(orphans)} orphaned instance(s)")
+
+
+def _describe_orphans(orphans: list[Any], verb: str) -> str:
+    lines = [f"skyward: {len(orphans)} instance(s) whose kernel is gone ({verb}):"]
+    for entry in orphans:
+        keep = " [--keep]" if entry.keep else ""
+        lines.append(
+            f"  {entry.provider} {entry.instance_id or '(launch in progress)'}  cluster "
+            f"{entry.cluster_id} node {entry.node}  kernel pid {entry.kernel_pid}{keep}"
+        )
+    return "\n".join(lines)
+
+
+async def _cleanup_orphans(handle: Any, orphans: list[Any]) -> None:
+    failures = await pool().destroy_orphans(orphans)
+    text = _describe_orphans(orphans, "destroyed")
+    if failures:
+        text += "\n" + "\n".join(f"  could not destroy {f}" for f in failures)
+    handle.update({"text/plain": text}, raw=True)
+
+
+def _check_orphans() -> None:
+    """At load: destroy what dead kernels left running (kept clusters are only listed)."""
+    p = pool()
+    try:
+        found = p.ledger.orphans()
+    except OSError as exc:
+        print(f"skyward: cannot read the ledger: {exc}", file=sys.stderr)
+        return
+    kept = [e for e in found if e.keep]
+    doomed = [e for e in found if not e.keep]
+    if kept:
+        print(
+            _describe_orphans(
+                kept,
+                "kept: `%skyward attach CLUSTER` takes them over, "
+                "`%skyward down --orphans` destroys them",
+            )
+        )
+    if not doomed:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    handle = display(
+        {"text/plain": _describe_orphans(doomed, "destroying them now")}, raw=True, display_id=True
+    )
+    if loop is not None:
+        _state["orphans"] = loop.create_task(_cleanup_orphans(handle, doomed))
+    else:
+        asyncio.run(_cleanup_orphans(handle, doomed))
+
+
 async def _run(args: Any, code: str) -> None:
     __tracebackhide__ = True
     p = pool()
@@ -193,6 +289,7 @@ async def _run(args: Any, code: str) -> None:
     total = len(p.ready_cluster().node_instances())
     view = CellOutput(p.bus, nodes, prefixed=total > 1, grouped=args.group_outputs)
     interrupted = False
+    _state["task"] = asyncio.current_task()  # live panel: its Interrupt button cancels this
     try:
         # One blank line stands for the `%%skyward run` line, so that remote tracebacks
         # carry the line numbers the user sees in the cell.
@@ -208,8 +305,24 @@ async def _run(args: Any, code: str) -> None:
     except asyncio.CancelledError:
         interrupted = True
     finally:
+        _state["task"] = None
         errors, lost, pulled = _settle(cell, view, interrupted, pull)
         view.close()
+    preempted = [
+        answer for answer in cell.results.values() if isinstance(answer, InstancePreemptedError)
+    ]
+    if preempted and args.retry_on_preemption and not interrupted:
+        for error in preempted:
+            print(
+                f"skyward: node {error.node} was lost ({error.reason}); running the cell again "
+                "on its replacement",
+                file=sys.stderr,
+            )
+            await p.replacement(error.node)
+        args.on = ",".join(str(e.node) for e in preempted)
+        args.retry_on_preemption = False
+        await _run(args, code)
+        preempted = []
     if pulled:
         many = len(cell.nodes) > 1
         for name in pull:
@@ -229,10 +342,12 @@ async def _run(args: Any, code: str) -> None:
     if cell.timed_out:
         late = [n.node for n in cell.nodes if n.node in cell.killed or _timed(cell, n.node)]
         raise CellTimeout(args.timeout, late)
-    if lost:
-        raise SkywardError("; ".join(lost))
     if errors:
         raise combine(errors)
+    if len(preempted) == 1 and len(lost) == 1:
+        raise preempted[0]
+    if lost:
+        raise SkywardError("; ".join(lost))
 
 
 def _timed(cell: Any, node: int) -> bool:
@@ -254,6 +369,9 @@ def _settle(
         answer = cell.results.get(node.node)
         if node.node in cell.killed:
             view.set_result(node.node, "killed: the cell did not stop (the node's state is lost)")
+        elif isinstance(answer, InstancePreemptedError):
+            lost.append(str(answer))
+            view.set_result(node.node, f"lost: {answer.reason}")
         elif isinstance(answer, BaseException):
             lost.append(f"node {node.node}: {answer}")
         elif answer is None:
@@ -361,6 +479,45 @@ def _where(traceback: list[str]) -> str:
     return "KeyboardInterrupt"
 
 
+# -- live panel (issue 3) ---------------------------------------------------------------
+
+
+def _panel() -> Any:
+    """This kernel's live panel (made on first use, on the kernel's loop)."""
+    from .panel.widget import Panel
+
+    p = pool()
+    panel = _state.get("panel")
+    if panel is None or panel.bus is not p.bus:
+        if panel is not None:
+            panel.close()
+        actions = {"shutdown": _panel_shutdown, "interrupt": _panel_interrupt}
+        panel = _state["panel"] = Panel(p.bus, asyncio.get_running_loop(), actions)
+    return panel
+
+
+def _panel_interrupt() -> None:
+    """The panel's Interrupt button (on the loop): cancel the running up or cell."""
+    task = _state.get("task")
+    if task is not None and not task.done():
+        task.cancel()
+
+
+async def _panel_shutdown() -> None:
+    """The panel's Shut down button: stop what runs, then destroy the cluster."""
+    _panel_interrupt()
+    for _ in range(200):  # let an interrupted cell or up finish its own clean-up
+        if _state.get("task") is None:
+            break
+        await asyncio.sleep(0.05)
+    record = pool().current
+    if record is not None and record.state.value != "destroyed":
+        await pool().down()
+
+
+# -- end live panel ----------------------------------------------------------------------
+
+
 def load(shell: Any) -> None:
     """Register the magics and the rewrite on ``shell``."""
     _state["shell"] = shell
@@ -370,10 +527,14 @@ def load(shell: Any) -> None:
     if rewrite not in cleanup:
         cleanup.append(rewrite)
     pool()
+    _check_orphans()
 
 
 def unload(shell: Any) -> None:
     """Destroy this kernel's instances, then remove the rewrite and the magics."""
+    panel = _state.pop("panel", None)  # live panel (issue 3)
+    if panel is not None:
+        panel.close()
     p: Pool | None = _state["pool"]
     if p is not None:
         p.close_sync()
@@ -398,3 +559,38 @@ async def _close_quietly(p: Pool) -> None:
     for agent in list(p.bootstrapper.agents):
         await p.bootstrapper.disconnect(agent)
     await p.bus.aclose()
+
+
+# -- offers (issue 4) --
+async def _offers(args: Any) -> None:
+    from ..providers.offers import format_offers, gather_offers
+
+    spec = options.offers_spec(args)
+    names = [spec.provider] if spec.provider else None
+    rows, skipped = await gather_offers(spec, names)
+    print(format_offers(rows, skipped))
+
+
+async def _choose_provider(spec: Any) -> Any:
+    """``up`` without ``--provider``: the cheapest offer of the configured providers."""
+    from dataclasses import replace
+
+    from ..providers.offers import choose_offer, gather_offers
+
+    rows, skipped = await gather_offers(spec)
+    name, offer = choose_offer(rows, skipped, spec)
+    gpus = f", {offer.accelerator} x{offer.accelerator_count}" if offer.accelerator else ""
+    print(
+        f"provider: {name} (cheapest of {len(rows)} offer(s): {offer.instance_type}{gpus}, "
+        f"${offer.price_per_hour:.2f}/h on demand"
+        + (
+            f", ${offer.spot_price_per_hour:.2f}/h spot"
+            if offer.spot_price_per_hour is not None
+            else ""
+        )
+        + ")"
+    )
+    return replace(spec, provider=name)
+
+
+# -- end offers --

@@ -17,10 +17,10 @@ from IPython.core.error import UsageError
 from ..events import ProviderName
 from ..model import ClusterSpec
 
-__all__ = ["PROVIDERS", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
+__all__ = ["PROVIDERS", "offers_spec", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
 
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
-COMMANDS = ("up", "status", "down", "run")
+COMMANDS = ("up", "status", "down", "run", "panel", "offers", "attach")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,9 +41,10 @@ def _build() -> dict[str, _Parser]:
     up = _Parser(prog="%skyward up", description="Provision a cluster and bootstrap it.")
     up.add_argument(
         "--provider",
-        default="container",
-        help=f"where to launch: one of {', '.join(PROVIDERS)} (default: container, "
-        "which runs nodes on this machine)",
+        default=None,
+        help=f"where to launch: one of {', '.join(PROVIDERS)} (default: the cheapest offer "
+        "of the clouds whose credentials are set; 'container', this machine, when none is "
+        "and no GPU is asked for)",
     )
     up.add_argument("--nodes", type=int, default=1, help="how many instances (default: 1)")
     up.add_argument(
@@ -100,8 +101,53 @@ def _build() -> dict[str, _Parser]:
         default=900.0,
         help="seconds allowed for launching and for bootstrapping each node (default: 900)",
     )
+    up.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the instances when the kernel exits or restarts (the ledger remembers "
+        "them; they still shut down after --grace without a kernel)",
+    )
+    up.add_argument(
+        "--grace",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds an instance waits without a word from its kernel before it shuts "
+        "itself down (default: 600)",
+    )
+    up.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="shut the cluster down after S seconds with no cell running",
+    )
+    up.add_argument(
+        "--ttl",
+        type=float,
+        default=None,
+        metavar="S",
+        help="shut the cluster down S seconds after it is up",
+    )
+    up.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="shut the cluster down when its cost so far reaches USD (a warning at 80%%)",
+    )
+    up.add_argument(
+        "--no-replace",
+        action="store_true",
+        help="do not replace a node that is preempted or lost (default: replace it)",
+    )
     status = _Parser(prog="%skyward status", description="Show the cluster and its nodes.")
     down = _Parser(prog="%skyward down", description="Destroy every instance of the cluster.")
+    down.add_argument(
+        "--orphans",
+        action="store_true",
+        help="instead, destroy the instances in the ledger whose kernel is gone (kept ones too)",
+    )
     run = _Parser(prog="%%skyward run", description="Run the cell on the cluster's nodes.")
     run.add_argument(
         "--on",
@@ -137,12 +183,60 @@ def _build() -> dict[str, _Parser]:
         "is restarted (its variables are lost)",
     )
     run.add_argument(
+        "--retry-on-preemption",
+        action="store_true",
+        help="when a node is lost while the cell runs, run the cell again on its replacement",
+    )
+    run.add_argument(
         "--group-outputs",
         action="store_true",
         help="show each node's output together, node by node, when the cell ends "
         "(default: stream it while the cell runs)",
     )
-    return {"up": up, "status": status, "down": down, "run": run}
+    # -- live panel (issue 3) --
+    panel = _Parser(
+        prog="%skyward panel",
+        description="Show the live panel of the cluster (again) here, or in the sidebar.",
+    )
+    panel.add_argument(
+        "--sidebar",
+        action="store_true",
+        help="open it in JupyterLab's right sidebar (needs the sidecar package); elsewhere "
+        "it is shown under the cell, with a note",
+    )
+    # -- end live panel --
+    # -- offers (issue 4) --
+    offers = _Parser(
+        prog="%skyward offers",
+        description="List matching offers of the configured providers, cheapest first.",
+    )
+    offers.add_argument(
+        "--provider", default=None, help="only this provider (default: every configured one)"
+    )
+    offers.add_argument(
+        "--gpus", default=None, help="accelerators per node: a count ('4') or TYPE:COUNT ('A100:4')"
+    )
+    offers_spot = offers.add_mutually_exclusive_group()
+    offers_spot.add_argument(
+        "--spot", dest="spot", action="store_const", const="always", help="spot prices only"
+    )
+    offers_spot.add_argument(
+        "--on-demand", dest="spot", action="store_const", const="never", help="on-demand only"
+    )
+    offers.add_argument("--region", default=None, help="provider region, zone or location")
+    offers.add_argument(
+        "--max-price", type=float, default=None, help="highest price per node-hour, in USD"
+    )
+    # -- end offers --
+    attach = _Parser(
+        prog="%skyward attach",
+        description="Take over a cluster started with --keep by a kernel that is gone.",
+    )
+    attach.add_argument("cluster", help="the cluster's id (or its --name)")
+    return {
+        "up": up, "status": status, "down": down, "run": run, "panel": panel, "offers": offers,
+        "attach": attach,
+    }  # fmt: skip
 
 
 PARSERS = _build()
@@ -228,17 +322,16 @@ def available_providers() -> tuple[str, ...]:
 
 
 def spec_from(args: argparse.Namespace) -> ClusterSpec:
-    """Check ``%skyward up`` options and build the cluster spec."""
-    if args.provider not in PROVIDERS:
-        raise UsageError(
-            f"--provider {args.provider!r} is unknown: use one of {', '.join(PROVIDERS)}"
-        )
-    available = available_providers()
-    if args.provider not in available:
-        raise UsageError(
-            f"--provider {args.provider}: not available in this version yet "
-            f"(available: {', '.join(available)})"
-        )
+    """Check ``%skyward up`` options and build the cluster spec.
+
+    Without ``--provider`` the spec's provider is ``""``: ``up`` picks the cheapest
+    configured one (``skyward.providers.offers.choose_offer``).
+    """
+    provider = args.provider
+    if provider is None and args.runtime != "process":
+        provider = "container"
+    if provider is not None:
+        _check_provider(provider)
     if args.nodes < 1:
         raise UsageError(f"--nodes {args.nodes}: a cluster needs at least 1 node")
     accelerator, count = parse_gpus(args.gpus)
@@ -253,10 +346,14 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         raise UsageError("--max-price must be a positive number of USD per hour")
     if args.timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
-    if args.runtime != "process" and args.provider != "container":
+    for name in ("grace", "idle_timeout", "ttl", "max_cost"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number")
+    if args.runtime != "process" and provider != "container":
         raise UsageError("--runtime applies to the container provider only")
     return ClusterSpec(
-        provider=args.provider,
+        provider=provider or "",
         nodes=args.nodes,
         accelerator=accelerator,
         accelerator_count=count,
@@ -270,4 +367,42 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         name=args.name,
         launch_timeout=args.timeout,
         bootstrap_timeout=args.timeout,
+        keep=args.keep,
+        grace=args.grace,
+        idle_timeout=args.idle_timeout,
+        ttl=args.ttl,
+        max_cost=args.max_cost,
+        replace=not args.no_replace,
     )
+
+
+# -- offers (issue 4) --
+def _check_provider(name: str) -> None:
+    if name not in PROVIDERS:
+        raise UsageError(f"--provider {name!r} is unknown: use one of {', '.join(PROVIDERS)}")
+    available = available_providers()
+    if name not in available:
+        raise UsageError(
+            f"--provider {name}: not available in this version yet "
+            f"(available: {', '.join(available)})"
+        )
+
+
+def offers_spec(args: argparse.Namespace) -> ClusterSpec:
+    """Check ``%skyward offers`` options; the spec to match offers against."""
+    if args.provider is not None:
+        _check_provider(args.provider)
+    accelerator, count = parse_gpus(args.gpus)
+    if args.max_price is not None and args.max_price <= 0:
+        raise UsageError("--max-price must be a positive number of USD per hour")
+    return ClusterSpec(
+        provider=args.provider or "",
+        accelerator=accelerator,
+        accelerator_count=count,
+        spot=args.spot or "auto",
+        region=args.region,
+        max_price=args.max_price,
+    )
+
+
+# -- end offers --

@@ -233,6 +233,8 @@ class UpProgress:
             {"text/plain": self._render()}, raw=True, display_id=True
         )
         self._throttle = _Throttle(self._flush)
+        self._context = contextvars.copy_context()
+        self._final = ""
         self._unsubscribe = bus.subscribe_all(self._on_event)
 
     def _on_event(self, event: Any) -> None:
@@ -289,7 +291,16 @@ class UpProgress:
         self._throttle.cancel()
         if self._handle is not None:
             text = summary if summary is not None else self._render()
+            self._final = text
             self._handle.update({"text/plain": text}, raw=True)
+
+    def notice(self, message: str) -> None:
+        """Add a line under the summary (an automatic shutdown, a cost warning), in the
+        ``up`` cell, whichever cell runs now."""
+        self._final = f"{self._final}\n{message}" if self._final else message
+        if self._handle is not None:
+            handle, text = self._handle, self._final
+            self._context.run(handle.update, {"text/plain": text}, raw=True)
 
     def summary(self, ready: ClusterReady) -> str:
         """The one line shown once the cluster is ready."""

@@ -8,7 +8,9 @@ so that a reconnect asks the agent to resend only what was missed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import wire
@@ -18,6 +20,8 @@ from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
 
 __all__ = ["AgentClient"]
+
+_PINGS = itertools.count(1)  # ping ids: unique, as heartbeats and callers ping at once
 
 
 class AgentClient:
@@ -36,6 +40,10 @@ class AgentClient:
         self._names: dict[str, str] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._closed = False
+        self.connected = False
+        self.on_lost: Callable[[AgentClient, str], None] | None = None
+        """Called when the channel drops without our asking; pending cells then wait
+        (for a reconnect, or for ``fail``) instead of failing at once."""
 
     async def open(self, timeout: float = 15.0) -> dict[str, Any]:
         """Open the channel (waiting for the agent's socket to appear) and say hello."""
@@ -74,6 +82,7 @@ class AgentClient:
             # A new agent (the old one died and was restarted): its frames count from 1.
             self.last_seq = newest
         self.agent_pid = hello.get("pid")
+        self.connected = True
         self._reader_task = self.bus.spawn(
             self._read(reader, decoder, frames), name=f"skyward:agent-reader-{self.node.node}"
         )
@@ -92,9 +101,32 @@ class AgentClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # asyncssh.ConnectionLost, OSError, FrameError, ...
-            self._fail(f"node {self.node.node}: agent channel broke ({exc or type(exc).__name__})")
+            self._lost(f"the agent channel broke ({exc or type(exc).__name__})")
             return
-        self._fail(f"node {self.node.node}: lost the connection to the agent")
+        self._lost("the connection to the agent was lost")
+
+    def _lost(self, reason: str) -> None:
+        self.connected = False
+        if self._closed:
+            return
+        if self.on_lost is not None:
+            self.on_lost(self, reason)
+        else:
+            self._fail(f"node {self.node.node}: {reason}")
+
+    async def reconnect(self, connection: Any, timeout: float = 15.0) -> None:
+        """Resume over a new SSH connection: the agent resends what we missed."""
+        self.connection = connection
+        await self.open(timeout=timeout)
+
+    def fail(self, error: BaseException) -> None:
+        """Give up on this agent: every pending cell fails with ``error``."""
+        self._closed = True
+        self.connected = False
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
 
     def _fail(self, message: str) -> None:
         self._closed = True
@@ -138,7 +170,7 @@ class AgentClient:
                 pong.set_result(float(frame.get("time", 0.0)))
 
     def _send(self, message: dict[str, Any]) -> None:
-        if self._closed or self._writer is None:
+        if self._closed or self._writer is None or not self.connected:
             raise AgentError(f"node {self.node.node}: not connected to the agent")
         self._writer.write(wire.encode(message))
 
@@ -193,7 +225,7 @@ class AgentClient:
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the agent; returns the agent's clock."""
-        key = id(object())
+        key = next(_PINGS)
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[key] = future
         self._send({"op": "ping", "id": key})

@@ -63,6 +63,14 @@ class PhaseFailed(SkywardError):
         self.output = output
 
 
+DEFAULT_ORPHAN_COMMAND = "sudo -n shutdown -h now || shutdown -h now"
+
+
+def _orphan_command(cluster: Any) -> str:
+    """How an instance of this provider shuts itself down when its kernel is gone."""
+    return getattr(cluster.provider, "orphan_command", "") or DEFAULT_ORPHAN_COMMAND
+
+
 @cache
 def agent_bundle() -> bytes:
     """A gzipped tar of the agent's modules and cloudpickle, as uploaded to instances."""
@@ -114,7 +122,7 @@ class Bootstrapper:
         self.registry = registry
         self.agents: dict[str, AgentClient] = {}
         self.connections: dict[str, Any] = {}
-        self._starts: dict[str, tuple[str, str, Any]] = {}
+        self._starts: dict[str, tuple[str, str, Any, str]] = {}
         bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
         bus.subscribe(InstanceDestroyed, self._on_destroyed)
 
@@ -158,7 +166,9 @@ class Bootstrapper:
             agent = await self._phase(
                 node,
                 phase,
-                lambda: self._agent(connection, node, home, cluster.id, cluster.spec),
+                lambda: self._agent(
+                    connection, node, home, cluster.id, cluster.spec, _orphan_command(cluster)
+                ),
             )
         except asyncio.CancelledError:
             await self.disconnect(node.instance.id)
@@ -251,7 +261,13 @@ class Bootstrapper:
         await self._run(connection, node, command, shown=f"pip install {' '.join(packages)}")
 
     async def _agent(
-        self, connection: Any, node: NodeInstance, home: str, cluster_id: str, spec: Any
+        self,
+        connection: Any,
+        node: NodeInstance,
+        home: str,
+        cluster_id: str,
+        spec: Any,
+        orphan: str,
     ) -> AgentClient:
         await self._run(
             connection,
@@ -261,8 +277,22 @@ class Bootstrapper:
             shown="upload agent to ~/.skyward/lib",
             stdin=agent_bundle(),
         )
-        self._starts[node.instance.id] = (home, cluster_id, spec)
-        return await self._start_agent(connection, node, home, cluster_id, spec)
+        self._starts[node.instance.id] = (home, cluster_id, spec, orphan)
+        return await self._start_agent(connection, node, home, cluster_id, spec, orphan)
+
+    async def attach(self, node: NodeInstance, host_public_key: str, cluster: Any) -> AgentClient:
+        """Take over the running agent of an instance another kernel bootstrapped."""
+        iid = node.instance.id
+        connection = await connect(node, host_public_key, timeout=60.0)
+        self.connections[iid] = connection
+        result = await connection.run("cd ~ && echo $HOME", check=True)
+        home = str(result.stdout).strip()
+        self._starts[iid] = (home, cluster.id, cluster.spec, _orphan_command(cluster))
+        agent = AgentClient(self.bus, node, connection, f"{home}/.skyward/agent.sock")
+        agent.last_seq = 1 << 62  # only what happens from now on: no replay of old cells
+        await agent.open(timeout=20.0)
+        self.agents[iid] = agent
+        return agent
 
     async def restart_agent(self, instance_id: str) -> AgentClient:
         """Kill the agent of an instance (and the cell it runs) and start a fresh one.
@@ -281,20 +311,27 @@ class Bootstrapper:
             "cd ~ && { [ -f .skyward/agent.pid ] && kill -9 $(cat .skyward/agent.pid); true; }",
             shown="kill -9 the agent",
         )
-        home, cluster_id, spec = self._starts[instance_id]
-        fresh = await self._start_agent(connection, node, home, cluster_id, spec)
+        home, cluster_id, spec, orphan = self._starts[instance_id]
+        fresh = await self._start_agent(connection, node, home, cluster_id, spec, orphan)
         self.agents[instance_id] = fresh
         return fresh
 
     async def _start_agent(
-        self, connection: Any, node: NodeInstance, home: str, cluster_id: str, spec: Any
+        self,
+        connection: Any,
+        node: NodeInstance,
+        home: str,
+        cluster_id: str,
+        spec: Any,
+        orphan: str,
     ) -> AgentClient:
         socket_path = f"{home}/.skyward/agent.sock"
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env)
         shown_env = " ".join(f"{k}=***" for k, _ in spec.env)
         args = (
             f"--socket {shlex.quote(socket_path)} --node {node.node} "
-            f"--nodes {spec.nodes} --cluster {shlex.quote(cluster_id)}"
+            f"--nodes {spec.nodes} --cluster {shlex.quote(cluster_id)} "
+            f"--grace {spec.grace:g} --on-orphan {shlex.quote(orphan)}"
         )
         start = (
             "cd ~\n"

@@ -13,6 +13,16 @@ from ..events import NodeInstance
 
 __all__ = ["connect"]
 
+# AES-GCM first: with AES-NI it moves bulk data (pushed variables) several times faster
+# than chacha20-poly1305, asyncssh's default; the rest stay as fallbacks.
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+
 
 async def connect(node: NodeInstance, host_public_key: str, timeout: float = 120.0) -> Any:
     """Connect to ``node``, retrying with backoff until its SSH server answers.
@@ -36,6 +46,7 @@ async def connect(node: NodeInstance, host_public_key: str, timeout: float = 120
                 known_hosts=([trusted], [], []),
                 agent_path=None,
                 connect_timeout=min(30.0, max(1.0, deadline - time.monotonic())),
+                encryption_algs=CIPHERS,
                 keepalive_interval=15,
                 keepalive_count_max=4,
             )

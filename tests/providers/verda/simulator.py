@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,14 +112,14 @@ class VerdaSimulator(Simulator):
             ("/scripts", self.scripts, "script"),
         ):
             if path == collection and method == "POST":
-                new_id = secrets.token_hex(8)
+                new_id = str(uuid.uuid4())  # Verda's ids are UUIDs
                 with self.lock:
                     store[new_id] = {"id": new_id, "name": body["name"], field: body[field]}
                 return Reply(201, new_id, {"Content-Type": "text/plain"})
             if path == collection and method == "GET":
                 with self.lock:
                     return Reply(200, list(store.values()))
-            if method == "DELETE" and (m := re.fullmatch(rf"{collection}/(\w+)", path)):
+            if method == "DELETE" and (m := re.fullmatch(rf"{collection}/([\w-]+)", path)):
                 with self.lock:
                     found = store.pop(m[1], None)
                 return Reply(200 if found else 404, None)

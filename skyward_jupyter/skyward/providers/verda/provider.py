@@ -356,6 +356,8 @@ def _text_id(body: Any, what: str) -> str:
     """Verda answers a create with the new id as plain text (or a JSON string)."""
     if isinstance(body, str) and body.strip():
         return body.strip().strip('"')
+    if isinstance(body, int) and not isinstance(body, bool):
+        return str(body)  # a plain-text id that happens to be all digits parses as a number
     if isinstance(body, dict) and body.get("id"):
         return str(body["id"])
     raise ProvisionError(f"verda: creating the {what} gave no id ({short_text(body)})")

@@ -1,0 +1,223 @@
+"""Sync of the panel's state to the browser: the throttle, and what goes over the wire.
+
+- :class:`Throttle` coalesces: however fast events arrive, ``flush`` runs at most
+  ``RATE`` times a second, on the kernel's loop (``loop.call_later``, never a thread).
+- :func:`summary` is the small JSON of the cluster and node rows (a synced trait).
+- :func:`delta` / :func:`snapshot` are custom messages: the log rows written since the
+  last sync (or all of them), and the metric points as one binary buffer
+  (:func:`encode_metrics`), decoded in ``js/src/metrics.ts``.
+
+Binary metric format, version 1, little-endian::
+
+    u8 version (1) | u16 series count | per series:
+        u16 node | u8 name length | name (UTF-8) | u32 n | n × f64 time | n × f64 value
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import sys
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict
+
+from .state import PanelState
+
+__all__ = [
+    "RATE",
+    "SYNC_ROWS",
+    "Throttle",
+    "decode_metrics",
+    "delta",
+    "encode_metrics",
+    "snapshot",
+    "summary",
+]
+
+RATE = 20.0
+"""Most syncs a second."""
+SYNC_ROWS = 100
+"""Most log rows sent per node and sync, the newest first: a flood is shown as it comes,
+and what it skipped (still in the ring) follows once it calms down."""
+METRICS_VERSION = 1
+
+
+class Throttle:
+    """Calls ``flush`` at most ``rate`` times a second while something is pending."""
+
+    def __init__(self, flush: Callable[[], None], rate: float = RATE) -> None:
+        self._flush = flush
+        self._period = 1.0 / rate
+        self._handle: asyncio.TimerHandle | None = None
+        self._last = float("-inf")
+        self.flushes = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether a flush is scheduled."""
+        return self._handle is not None
+
+    def poke(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Something changed: flush soon (now if the last flush is old enough)."""
+        if self._handle is not None:
+            return
+        loop = loop or asyncio.get_running_loop()
+        delay = max(0.0, self._last + self._period - loop.time())
+        self._handle = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._last = asyncio.get_running_loop().time()
+        self.flushes += 1
+        self._flush()
+
+    def flush_now(self) -> None:
+        """Flush at once (a snapshot is due), cancelling the scheduled flush."""
+        self.cancel()
+        self.flushes += 1
+        self._flush()
+
+    def cancel(self) -> None:
+        """Drop the scheduled flush."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+Series = tuple[int, str, array, array]
+
+
+def encode_metrics(series: Iterable[Series]) -> bytes:
+    """``(node, name, times, values)`` series → one binary buffer (format above)."""
+    items = [s for s in series if len(s[2])]
+    out = bytearray(struct.pack("<BH", METRICS_VERSION, len(items)))
+    for node, name, times, values in items:
+        raw = name.encode("utf-8")[:255]
+        out += struct.pack("<HB", node, len(raw))
+        out += raw
+        out += struct.pack("<I", len(times))
+        t = array("d", times)
+        v = array("d", values)
+        if sys.byteorder != "little":
+            t.byteswap()
+            v.byteswap()
+        out += t.tobytes()
+        out += v.tobytes()
+    return bytes(out)
+
+
+def decode_metrics(data: bytes) -> list[tuple[int, str, list[float], list[float]]]:
+    """The inverse of :func:`encode_metrics` (for tests and tools)."""
+    version, count = struct.unpack_from("<BH", data, 0)
+    if version != METRICS_VERSION:
+        raise ValueError(f"metrics buffer version {version}, expected {METRICS_VERSION}")
+    offset = 3
+    out = []
+    for _ in range(count):
+        node, length = struct.unpack_from("<HB", data, offset)
+        offset += 3
+        name = data[offset : offset + length].decode("utf-8")
+        offset += length
+        (n,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        times = list(struct.unpack_from(f"<{n}d", data, offset))
+        offset += 8 * n
+        values = list(struct.unpack_from(f"<{n}d", data, offset))
+        offset += 8 * n
+        out.append((node, name, times, values))
+    return out
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+class LogRows(TypedDict):
+    """Rows of one node: ``first`` is the oldest row number kept (older ones are gone)."""
+
+    first: int
+    rows: list[tuple[int, str, str]]
+
+
+class DeltaMessage(TypedDict):
+    """What changed since the previous sync (``kind`` is "delta"), or everything
+    ("snapshot"); the metric points travel as the message's one binary buffer."""
+
+    kind: str
+    seq: int
+    logs: dict[str, LogRows]
+    metrics: bool
+
+
+def summary(state: PanelState, now: float) -> dict[str, Any]:
+    """The cluster and node rows, without logs and metric points (a synced trait).
+
+    Uptime and cost are not in it: the browser computes them from the times and prices,
+    with ``now`` to correct for its clock.
+    """
+    c = state.cluster
+    return {
+        "cluster": {
+            "id": c.id,
+            "name": c.name,
+            "provider": c.provider,
+            "state": c.state,
+            "nodes": c.nodes,
+            "requested_at": c.requested_at,
+            "ready_at": c.ready_at,
+            "ended_at": c.ended_at,
+            "price_per_hour": state.price_per_hour(),
+        },
+        "nodes": [
+            {
+                "node": n.node,
+                "instance_id": n.instance_id,
+                "state": n.state,
+                "phase": n.phase,
+                "address": n.address,
+                "spot": n.spot,
+                "accelerator": n.accelerator,
+                "instance_type": n.instance_type,
+                "price_per_hour": n.price_per_hour,
+                "started_at": n.started_at,
+                "ended_at": n.ended_at,
+                "task": n.task,
+                "note": n.note,
+                "metrics": sorted(n.metrics),
+            }
+            for n in sorted(state.nodes.values(), key=lambda n: n.node)
+        ],
+        "errors": [{"message": e.message, "fatal": e.fatal, "at": e.at} for e in state.errors],
+        "now": now,
+    }
+
+
+def delta(state: PanelState, seq: int) -> tuple[DeltaMessage, bytes | None]:
+    """The rows (at most ``SYNC_ROWS`` a node) and points written since the last call
+    (and mark them taken)."""
+    logs: dict[str, LogRows] = {}
+    series: list[Series] = []
+    for node, view in state.nodes.items():
+        rows = view.log.take_changes(SYNC_ROWS)
+        if rows:
+            logs[str(node)] = {"first": view.log.first, "rows": rows}
+        for name, s in view.metrics.items():
+            if s.fresh:
+                t, v = s.take_fresh()
+                series.append((node, name, t, v))
+    buffer = encode_metrics(series) if series else None
+    return {"kind": "delta", "seq": seq, "logs": logs, "metrics": buffer is not None}, buffer
+
+
+def snapshot(state: PanelState, seq: int) -> tuple[DeltaMessage, bytes]:
+    """Every row and point kept (after a :func:`delta`, so nothing is pending)."""
+    logs: dict[str, LogRows] = {}
+    series: list[Series] = []
+    for node, view in state.nodes.items():
+        logs[str(node)] = {"first": view.log.first, "rows": view.log.snapshot()}
+        for name, s in view.metrics.items():
+            t, v = s.points()
+            series.append((node, name, t, v))
+    return {"kind": "snapshot", "seq": seq, "logs": logs, "metrics": True}, encode_metrics(series)
