@@ -34,35 +34,39 @@ from ..events import (
 
 __all__ = ["CellOutput", "UpProgress"]
 
-RATE = 10.0
+RATE = 10.0  # flushes a second, at most
+MESSAGES = 20.0  # display updates a second to the frontend, at most, all nodes together
 LIVE_LINES = 200
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
 
 class _Throttle:
-    """Calls ``flush`` at most ``RATE`` times a second while something is dirty.
+    """Calls ``flush`` while something is dirty, at most ``RATE`` times a second and so
+    that the messages it sends stay under ``MESSAGES`` a second (``flush`` returns how
+    many it sent: one per node updated).
 
     ``flush`` runs in the context of the cell that made the throttle: ipykernel keeps the
     parent message in a context variable, and that is what sends a display to its cell.
     """
 
-    def __init__(self, flush: Callable[[], None]) -> None:
+    def __init__(self, flush: Callable[[], int | None]) -> None:
         self._flush = flush
         self._context = contextvars.copy_context()
         self._handle: asyncio.TimerHandle | None = None
-        self._last = 0.0
+        self._next = 0.0
 
     def poke(self) -> None:
         if self._handle is not None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last + 1.0 / RATE - loop.time())
+        delay = max(0.0, self._next - loop.time())
         self._handle = loop.call_later(delay, self._fire, context=self._context)
 
     def _fire(self) -> None:
         self._handle = None
-        self._last = asyncio.get_running_loop().time()
-        self._flush()
+        now = asyncio.get_running_loop().time()
+        sent = self._flush() or 1
+        self._next = now + max(1.0 / RATE, sent / MESSAGES)
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -179,10 +183,13 @@ class CellOutput:
             text.handle.update(bundle, raw=True)
         text.dirty = False
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        sent = 0
         for node, parts in self._parts.items():
             if parts and isinstance(parts[-1], _NodeText) and parts[-1].dirty:
                 self._show(node, parts[-1], LIVE_LINES)
+                sent += 1
+        return sent
 
     def close(self) -> None:
         """Stop listening and show every node's whole output."""

@@ -49,6 +49,7 @@ AGENT_MODULES = (
     "wire.py",
     "errors.py",
     "agent.py",
+    "capture.py",
     "remote.py",
     "sampler.py",
     "richout.py",
