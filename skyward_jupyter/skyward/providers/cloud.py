@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from ..errors import CapacityError, ProvisionError
 from ..model import ClusterSpec, Offer
@@ -21,6 +24,7 @@ from ..model import ClusterSpec, Offer
 __all__ = [
     "Candidate",
     "accelerator_matches",
+    "caller_cidr",
     "describe_request",
     "effective_price",
     "host_key_installed",
@@ -189,3 +193,30 @@ async def poll_until(
             raise ProvisionError(f"{what}: not done within {timeout:.0f} s")
         await asyncio.sleep(min(pause, left))
         pause = min(cap, pause * 1.6)
+
+
+def caller_cidr(endpoint: str | None) -> str:
+    """The address the API sees us coming from, as a /32 (what SSH is opened to).
+
+    Against the real cloud that is our public address (AWS's checkip service); against an
+    endpoint override it is our side of a connection to that endpoint.
+    """
+    if endpoint:
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=10) as sock:
+            return f"{sock.getsockname()[0]}/32"
+    import httpx
+
+    override = os.environ.get("SKYWARD_SSH_CIDR")
+    if override:
+        return override
+    try:
+        address = httpx.get("https://checkip.amazonaws.com", timeout=10).text.strip()
+        socket.inet_aton(address)
+    except (httpx.HTTPError, OSError) as exc:
+        raise ProvisionError(
+            f"cannot find this machine's public address to open SSH to ({exc}); "
+            "set SKYWARD_SSH_CIDR (e.g. 203.0.113.7/32)"
+        ) from exc
+    return f"{address}/32"

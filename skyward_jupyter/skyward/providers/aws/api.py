@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import socket
 from typing import Any
-from urllib.parse import urlparse
 
 from ...errors import CapacityError, ProvisionError
 from .catalog import AUTH_CODES, CAPACITY_CODES, THROTTLE_CODES
 
-__all__ = ["ENDPOINT_ENV", "CREDENTIALS_HINT", "Ec2Api", "caller_cidr", "import_boto3"]
+__all__ = ["ENDPOINT_ENV", "CREDENTIALS_HINT", "Ec2Api", "import_boto3"]
 
 log = logging.getLogger("skyward")
 
@@ -110,30 +107,3 @@ class Ec2Api:
             except BotoCoreError as exc:
                 raise ProvisionError(f"AWS {operation} failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def caller_cidr(endpoint: str | None) -> str:
-    """The address the API sees us coming from, as a /32 (what SSH is opened to).
-
-    Against the real cloud that is our public address (AWS's checkip service); against an
-    endpoint override it is our side of a connection to that endpoint.
-    """
-    if endpoint:
-        url = urlparse(endpoint)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=10) as sock:
-            return f"{sock.getsockname()[0]}/32"
-    import httpx
-
-    override = os.environ.get("SKYWARD_SSH_CIDR")
-    if override:
-        return override
-    try:
-        address = httpx.get("https://checkip.amazonaws.com", timeout=10).text.strip()
-        socket.inet_aton(address)
-    except (httpx.HTTPError, OSError) as exc:
-        raise ProvisionError(
-            f"cannot find this machine's public address to open SSH to ({exc}); "
-            "set SKYWARD_SSH_CIDR (e.g. 203.0.113.7/32)"
-        ) from exc
-    return f"{address}/32"

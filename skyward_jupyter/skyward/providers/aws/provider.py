@@ -21,7 +21,8 @@ from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusRe
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
-from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, caller_cidr, import_boto3
+from ..cloud import caller_cidr
+from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
 from .catalog import AMI_PARAMETERS, ON_DEMAND_USD, SPOT_INTERRUPTION_CODES, cloud_config
 
 __all__ = ["AwsContext", "AwsProvider"]

@@ -18,7 +18,7 @@ from typing import Any
 from ...errors import CapacityError, ProvisionError
 from .catalog import CAPACITY_CODES
 
-__all__ = ["CREDENTIALS_HINT", "ENDPOINT_ENV", "ComputeApi", "caller_cidr"]
+__all__ = ["CREDENTIALS_HINT", "ENDPOINT_ENV", "ComputeApi"]
 
 log = logging.getLogger("skyward")
 
@@ -163,33 +163,3 @@ class ComputeApi:
                 raise ProvisionError(f"Google Cloud rejected the credentials: {CREDENTIALS_HINT}")
             raise ProvisionError(f"Google Cloud {operation.operation_type} failed: {text}")
         return operation
-
-
-def caller_cidr(endpoint: str | None) -> str:
-    """The address the API sees us coming from, as a /32 (what SSH is opened to).
-
-    Against the real cloud that is our public address; against an endpoint override it
-    is our side of a connection to that endpoint.
-    """
-    import socket
-    from urllib.parse import urlparse
-
-    if endpoint:
-        url = urlparse(endpoint)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=10) as sock:
-            return f"{sock.getsockname()[0]}/32"
-    override = os.environ.get("SKYWARD_SSH_CIDR")
-    if override:
-        return override
-    import httpx
-
-    try:
-        address = httpx.get("https://checkip.amazonaws.com", timeout=10).text.strip()
-        socket.inet_aton(address)
-    except (httpx.HTTPError, OSError) as exc:
-        raise ProvisionError(
-            f"cannot find this machine's public address to open SSH to ({exc}); "
-            "set SKYWARD_SSH_CIDR (e.g. 203.0.113.7/32)"
-        ) from exc
-    return f"{address}/32"

@@ -24,7 +24,8 @@ from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusRe
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
-from .api import ENDPOINT_ENV, ComputeApi, caller_cidr
+from ..cloud import caller_cidr
+from .api import ENDPOINT_ENV, ComputeApi
 from .catalog import ATTACHABLE, HOST_KEY_ATTRIBUTE, IMAGES, PRICES, gpu_name, startup_script
 
 __all__ = ["GcpContext", "GcpProvider"]
