@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from skyward.core.bus import EventBus
-from skyward.events import Log, Metric, NodeInstance
+from skyward.core.outputs import LogLines
+from skyward.events import Metric, NodeInstance
 from skyward.jupyter.panel.sync import decode_metrics, encode_metrics
 from skyward.model import Instance
 
@@ -32,6 +33,12 @@ def test_metrics_encoding_matches_the_js_fixture():
 
 def _node(n: int) -> NodeInstance:
     return NodeInstance(Instance(f"i-{n}", ip="127.0.0.2"), n, "container", "u", "/k")
+
+
+def lines(node: NodeInstance, *rows: tuple[str, str, bool]) -> LogLines:
+    """Lines as the agent client publishes them: one batch per frame (here, per line,
+    the worst case for the panel)."""
+    return LogLines(node, None, rows)
 
 
 async def _drained(p, timeout: float = 5.0) -> None:
@@ -90,7 +97,8 @@ async def test_throttle_10000_logs_in_a_second(panel):
         for j in range(100):
             k = i * 100 + j
             node = nodes[k % 2]
-            bus.publish(Log(node, f"tick {k}", "stderr" if k % 10 == 0 else "stdout", k % 3 == 0))
+            stream = "stderr" if k % 10 == 0 else "stdout"
+            bus.publish(lines(node, (stream, f"tick {k}", k % 3 == 0)))
         bus.publish(Metric(nodes[0], "cpu_percent", float(i), time.time()))
         await asyncio.sleep(max(0.0, start + (i + 1) / 100 - time.monotonic()))
     elapsed = time.monotonic() - start
@@ -111,7 +119,7 @@ async def test_ring_bound_keeps_memory_flat(panel):
     p, mirror = panel(bus)
     node = _node(0)
     for i in range(50_000):
-        bus.publish(Log(node, f"line {i}"))
+        bus.publish(lines(node, ("stdout", f"line {i}", False)))
     await _drained(p)
     ring = p.state.nodes[0].log
     assert len(ring.rows) == 2000 and ring.first == 48_000
@@ -124,7 +132,7 @@ async def test_snapshot_for_a_late_view(panel):
     p, mirror = panel(bus)
     node = _node(3)
     for i in range(10):
-        bus.publish(Log(node, f"line {i}"))
+        bus.publish(lines(node, ("stdout", f"line {i}", False)))
         bus.publish(Metric(node, "loss", 1.0 / (i + 1), float(i)))
     await asyncio.sleep(0.1)
     late = Mirror()

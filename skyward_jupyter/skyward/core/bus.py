@@ -51,6 +51,10 @@ class EventBus:
         self._everything.append(handler)
         return lambda: self._everything.remove(handler) if handler in self._everything else None
 
+    def wants(self, kind: type) -> bool:
+        """Whether publishing an event of ``kind`` would reach anyone."""
+        return bool(self._everything) or bool(self._handlers.get(kind))
+
     def publish(self, event: Event) -> None:
         """Hand ``event`` to its subscribers, now, in order."""
         handlers = self._handlers.get(type(event))

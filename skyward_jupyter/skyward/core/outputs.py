@@ -12,7 +12,21 @@ from typing import Any
 
 from ..events import NodeInstance
 
-__all__ = ["Display"]
+__all__ = ["Display", "LogLines"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLines:
+    """A batch of a node's ``Log`` lines, as one agent frame carried them.
+
+    The Jupyter layer (cell output, panel) consumes lines in batches: one event per frame
+    instead of one per line keeps streaming fast. ``Log`` events are still published, one
+    per line, whenever anyone subscribes to ``Log`` (or to every event).
+    """
+
+    instance: NodeInstance
+    task_id: str | None
+    lines: tuple[tuple[str, str, bool], ...]
 
 
 @dataclass(frozen=True, slots=True)

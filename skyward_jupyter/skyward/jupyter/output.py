@@ -17,7 +17,7 @@ from typing import Any
 from IPython.display import DisplayHandle, display
 
 from ..core.bus import EventBus
-from ..core.outputs import Display
+from ..core.outputs import Display, LogLines
 from ..events import (
     BootstrapFailed,
     BootstrapPhase,
@@ -28,7 +28,6 @@ from ..events import (
     InstanceLaunched,
     InstanceProvisioned,
     InstanceRunning,
-    Log,
     NodeInstance,
 )
 
@@ -127,7 +126,7 @@ class CellOutput:
         self._throttle = _Throttle(self._flush)
         self._context = contextvars.copy_context()  # the cell's, for displays from events
         self._unsubscribe = [
-            bus.subscribe(Log, self._on_log),
+            bus.subscribe(LogLines, self._on_lines),
             bus.subscribe(Display, self._on_display),
         ]
 
@@ -143,11 +142,13 @@ class CellOutput:
             parts.append(_NodeText())
         return parts[-1]  # type: ignore[return-value]
 
-    def _on_log(self, event: Log) -> None:
+    def _on_lines(self, event: LogLines) -> None:
         node = self._node_of(event.instance)
         if node is None:
             return
-        self._text(node).add(event.stream, event.line, event.overwrite)
+        add = self._text(node).add
+        for stream, line, overwrite in event.lines:
+            add(stream, line, overwrite)
         if not self._grouped:
             self._throttle.poke()
 

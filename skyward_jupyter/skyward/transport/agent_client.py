@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import wire
 from ..core.bus import EventBus
-from ..core.outputs import Display
+from ..core.outputs import Display, LogLines
 from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
 
@@ -145,8 +145,11 @@ class AgentClient:
         node = self.node
         publish = self.bus.publish
         if kind == "log":
-            for stream, line, overwrite in frame["lines"]:
-                publish(Log(node, line, stream, overwrite))
+            lines = frame["lines"]
+            publish(LogLines(node, frame.get("task"), tuple(lines)))
+            if self.bus.wants(Log):
+                for stream, line, overwrite in lines:
+                    publish(Log(node, line, stream, overwrite))
         elif kind == "display":
             publish(Display(node, frame.get("task"), frame["data"], frame.get("metadata") or {}))
         elif kind == "metrics":

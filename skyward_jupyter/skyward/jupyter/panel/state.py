@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...core.outputs import LogLines
 from ...events import (
     BootstrapCommand,
     BootstrapFailed,
@@ -334,7 +335,15 @@ def _advance(cluster: ClusterView, to: str) -> None:
 def apply(state: PanelState, event: Any, now: float) -> PanelState:
     """Fold one event into ``state`` (in place) and return it; ``now`` is the event's time."""
     state.events += 1
-    if type(event) is Log:  # the hot path: most events are lines; skip the match below
+    kind = type(event)
+    if kind is LogLines:  # the hot path: most of what happens is lines
+        view = _own(state, event.instance)
+        if view is not None:
+            add = view.log.add
+            for stream, line, overwrite in event.lines:
+                add(stream, line, overwrite)
+        return state
+    if kind is Log:
         view = _own(state, event.instance)
         if view is not None:
             view.log.add(event.stream, event.line, event.overwrite)

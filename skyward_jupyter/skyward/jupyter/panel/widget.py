@@ -17,6 +17,7 @@ import os
 import secrets
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
@@ -25,11 +26,15 @@ import anywidget
 import traitlets
 
 from ...core.bus import EventBus
-from ...events import Error
+from ...core.outputs import LogLines
+from ...events import Error, Event, Log
 from .state import PanelState, apply
 from .sync import RATE, Throttle, delta, snapshot, summary
 
 __all__ = ["Panel", "PanelWidget"]
+
+# Every fact the panel folds: lines come in batches (LogLines), not one Log event each.
+FOLDED = (*(kind for kind in typing.get_args(Event) if kind is not Log), LogLines)
 
 log = logging.getLogger("skyward")
 
@@ -100,7 +105,7 @@ class Panel:
         self._sidecars: list[Any] = []
         self._throttle = Throttle(self._flush, rate)
         self.widget.on_msg(self._on_msg)
-        self._unsubscribe = bus.subscribe_all(self._on_event)
+        self._unsubscribe = bus.subscribe(FOLDED, self._on_event)
         self._flush()
 
     # -- events in ----------------------------------------------------------------------
