@@ -85,8 +85,13 @@ class Outbox:
         self._busy = False
         threading.Thread(target=self._send_loop, name="skyward-send", daemon=True).start()
 
-    def emit(self, message: dict[str, Any]) -> int:
-        """Number ``message``, buffer it and wake the sender; returns its seq."""
+    def emit(self, message: dict[str, Any], wake: bool = True) -> int:
+        """Number ``message``, buffer it and (unless ``wake`` is False) wake the sender.
+
+        A frame emitted without waking goes out with the next one, or at the flusher's
+        next ``kick`` (within ``FLUSH_INTERVAL``): a cell's "started" then shares one
+        packet with a quick cell's "done".
+        """
         with self._cond:
             self.seq += 1
             message["seq"] = self.seq
@@ -97,8 +102,15 @@ class Outbox:
                 self._bytes > self._max_bytes and len(self._frames) > 1
             ):
                 self._bytes -= len(self._frames.popleft()[1])
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
             return self.seq
+
+    def kick(self) -> None:
+        """Wake the sender if frames are waiting (the flusher calls this regularly)."""
+        with self._cond:
+            if self._pending():
+                self._cond.notify_all()
 
     def attach(self, conn: socket.socket, hello: dict[str, Any], since: int) -> None:
         """Make ``conn`` the client: send ``hello`` then every buffered frame after ``since``."""
@@ -447,6 +459,8 @@ class Agent:
         sink = self.sink
         while True:
             time.sleep(FLUSH_INTERVAL)
+            if self.outbox is not None:
+                self.outbox.kick()
             if self._points:
                 try:
                     self._send_metrics()
@@ -487,7 +501,7 @@ class Agent:
                 self._queued.discard(task)
                 self._interrupt_pending = task in self._cancelled
                 self._cancelled.discard(task)
-            self.outbox.emit({"k": "started", "task": task})
+            self.outbox.emit({"k": "started", "task": task}, wake=False)
         began = time.perf_counter()
         extra: dict[str, Any] = {}
         push = message.get("push")
