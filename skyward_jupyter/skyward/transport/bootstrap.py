@@ -64,7 +64,9 @@ class PhaseFailed(SkywardError):
         self.output = output
 
 
-DEFAULT_ORPHAN_COMMAND = "sudo -n shutdown -h now || shutdown -h now"
+# A VM powers off; in a container (RunPod, Vast) `shutdown` is absent or inert, and ending
+# the container's first process stops it.
+DEFAULT_ORPHAN_COMMAND = "sudo -n shutdown -h now || shutdown -h now || kill -TERM 1"
 
 
 def _orphan_command(cluster: Any) -> str:
