@@ -9,8 +9,13 @@ SkywardError
 ├── AgentError          the agent on an instance broke the protocol or went away
 ├── CellTimeout         a remote cell ran past its --timeout (also a TimeoutError)
 ├── InstancePreemptedError  the node a cell ran on was lost
+├── RemoteCrash         the process running a cell died (the instance is fine)
 └── RemoteError         a cell raised on an instance (carries the remote traceback)
     └── CompositeError  a cell raised on several nodes
+
+A remote exception of a builtin type is raised as a class that subclasses both
+``RemoteError`` and that type (named like it), so ``except ValueError`` works; an
+interrupted remote cell raises a ``KeyboardInterrupt`` showing the remote traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ __all__ = [
     "CompositeError",
     "InstancePreemptedError",
     "ProvisionError",
+    "RemoteCrash",
     "RemoteError",
+    "RemoteInterrupt",
     "SkywardError",
     "TransportError",
     "UsageError",
@@ -93,24 +100,99 @@ class InstancePreemptedError(SkywardError):
         super().__init__(f"node {node} was lost while the cell ran: {reason}")
 
 
+class RemoteCrash(SkywardError):
+    """The process that ran a cell on a node died: it exited, was killed by a signal or by
+    the kernel's OOM killer. The instance is fine; a fresh process (with no variables)
+    runs the next cell. ``stderr`` is the end of what it wrote to stderr."""
+
+    def __init__(
+        self,
+        node: int,
+        detail: str,
+        status: int | None = None,
+        signal: str = "",
+        oom: bool = False,
+        stderr: str = "",
+        restarted: bool = True,
+    ) -> None:
+        self.node = node
+        self.detail = detail
+        self.status = status
+        self.signal = signal
+        self.oom = oom
+        self.stderr = stderr
+        self.restarted = restarted
+        after = (
+            "this node's variables are gone; a fresh process runs the next cell"
+            if restarted
+            else "it could not be restarted"
+        )
+        super().__init__(f"node {node}: {detail}; {after}")
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+        tail = self.stderr.rstrip("\n")
+        if tail:
+            lines += ["--- the end of its stderr ---", *tail.splitlines()[-20:]]
+        return lines
+
+
 class RemoteError(SkywardError):
     """A cell raised on an instance.
 
-    Carries the remote exception's type name (``ename``), message (``evalue``) and the
-    remote traceback text, with the cell's own line numbers. IPython shows the remote
-    traceback through ``_render_traceback_`` instead of our plumbing.
+    Built from plain data, never from the remote object: ``ename`` (the type's name),
+    ``evalue`` (its message), ``traceback`` (IPython's rendering on the node, with the
+    cell's own line numbers) and ``frames`` (``(file, line, function, source)``).
+    :meth:`load` unpickles the remote exception itself, on request only: that runs
+    whatever its pickle says, so do it only for instances you trust as your own machine.
     """
 
-    def __init__(self, node: int, ename: str, evalue: str, traceback: list[str]) -> None:
+    def __init__(
+        self,
+        node: int,
+        ename: str,
+        evalue: str,
+        traceback: list[str],
+        frames: list[tuple[str, int, str, str]] | None = None,
+        pickled: bytes | None = None,
+        prefixed: bool = True,
+    ) -> None:
         self.node = node
         self.ename = ename
         self.evalue = evalue
         self.traceback = traceback
-        super().__init__(f"[node {node}] {ename}: {evalue}")
+        self.frames = frames or []
+        self.prefixed = prefixed
+        self._pickled = pickled
+        super().__init__(evalue)
+
+    def __str__(self) -> str:
+        return self.evalue if not self.prefixed else f"[node {self.node}] {self.evalue}"
+
+    def load(self) -> BaseException:
+        """The remote exception object itself (unpickled now: trust the instance first)."""
+        if self._pickled is None:
+            raise SkywardError(f"the remote {self.ename} could not be pickled on the node")
+        import cloudpickle
+
+        return cloudpickle.loads(self._pickled)  # type: ignore[no-any-return]
 
     def _render_traceback_(self) -> list[str]:
-        header = f"\x1b[31m[node {self.node}] remote {self.ename}\x1b[0m"
-        return [header, *"".join(self.traceback).rstrip("\n").split("\n")]
+        lines = "".join(self.traceback).rstrip("\n").split("\n") if self.traceback else []
+        if not self.prefixed:
+            return lines or [f"{self.ename}: {self.evalue}"]
+        return [f"\x1b[31m[node {self.node}] remote {self.ename}\x1b[0m", *lines]
+
+
+class RemoteInterrupt(KeyboardInterrupt):
+    """A remote cell was interrupted; shows where each node stopped (IPython's view)."""
+
+    def __init__(self, lines: list[str], message: str = "the remote cell was interrupted"):
+        self.lines = lines
+        super().__init__(message)
+
+    def _render_traceback_(self) -> list[str]:
+        return self.lines
 
 
 class CompositeError(RemoteError):
@@ -121,12 +203,12 @@ class CompositeError(RemoteError):
     def __init__(self, errors: list[RemoteError]) -> None:
         self.errors = errors
         first = errors[0]
-        super().__init__(first.node, first.ename, first.evalue, first.traceback)
+        super().__init__(first.node, first.ename, first.evalue, first.traceback, first.frames)
         nodes = ", ".join(str(e.node) for e in errors)
-        self.args = (
-            f"cell failed on nodes {nodes}: "
-            + "; ".join(f"[node {e.node}] {e.ename}: {e.evalue}" for e in errors),
+        self.evalue = f"cell failed on nodes {nodes}: " + "; ".join(
+            f"[node {e.node}] {e.ename}: {e.evalue}" for e in errors
         )
+        self.prefixed = False
 
     def _render_traceback_(self) -> list[str]:
         lines = [f"\x1b[31mcell failed on {len(self.errors)} nodes\x1b[0m"]

@@ -15,6 +15,7 @@ import threading
 import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from .events import (
     ShutdownRequested,
 )
 from .model import Cluster, ClusterSpec, Instance, Offer
+from .protocol import Run
+from .transport.agent_client import Answer
 from .transport.bootstrap import Bootstrapper
 from .transport.keys import data_dir, generate_host_key, make_cluster_keys
 from .watch import ClusterWatch
@@ -59,6 +62,7 @@ def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
 
 INTERRUPT_GRACE = 10.0  # seconds a remote cell gets to stop after an interrupt
 TIMEOUT_GRACE = 5.0  # ... after its --timeout
+KILL_GRACE = 10.0  # seconds to hear that a killed worker is gone
 MASTER_PORT = 29500
 HISTORY = 5000
 LIFECYCLE = tuple(
@@ -74,9 +78,10 @@ class CellRun:
     def __init__(self, task_prefix: str, nodes: list[NodeInstance]) -> None:
         self.nodes = nodes
         self.task_ids = {n.node: f"{task_prefix}-n{n.node}" for n in nodes}
-        self.results: dict[int, dict[str, Any] | BaseException] = {}
+        self.results: dict[int, Answer | BaseException] = {}
         self.timed_out = False
-        self.killed: list[int] = []  # nodes whose agent was killed and restarted
+        self.name = "cell"
+        self.killed: list[int] = []  # nodes whose worker was killed (the cell did not stop)
 
 
 class Pool:
@@ -98,12 +103,13 @@ class Pool:
         self.bootstrapper = Bootstrapper(self.bus, self.registry)
         self.current: ClusterRecord | None = None
         self._cells = itertools.count(1)
-        self._node_env: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
         self.watches: dict[str, ClusterWatch] = {}
         self.history: deque[Any] = deque(maxlen=HISTORY)
         """The latest lifecycle facts (not log lines or metrics), for status and debugging."""
         self.bus.subscribe(LIFECYCLE, self.history.append)
         self.running_cells = 0
+        self.colors = ""
+        """The kernel's IPython traceback colours, for the nodes' tracebacks."""
 
     # -- up -----------------------------------------------------------------------------
 
@@ -160,10 +166,9 @@ class Pool:
                 "JAX_PROCESS_ID": str(n.node),
             }
             info = {"id": n.node, "count": len(nodes), "addresses": addresses, "cluster": record.id}
-            self._node_env[n.instance.id] = (env, info)
             agent = self.bootstrapper.agents.get(n.instance.id)
             if agent is not None and agent.connected:
-                agent.configure(env, info)
+                agent.configure(env, info, self.colors)
 
     async def _abort(self, request_id: str) -> None:
         for _ in range(100):
@@ -199,35 +204,41 @@ class Pool:
             )
         return [known[t] for t in wanted]
 
-    def prepare(self, nodes: list[NodeInstance]) -> CellRun:
-        """A new cell run over ``nodes`` (no I/O yet)."""
+    def prepare(self, nodes: list[NodeInstance], count: int = 0) -> CellRun:
+        """A new cell run over ``nodes`` (no I/O yet); ``count`` is the kernel's
+        execution count of the cell (its name in the panel: ``cell N``)."""
         record = self.ready_cluster()
-        return CellRun(f"{record.id}-cell{next(self._cells)}", nodes)
+        number = next(self._cells)
+        cell = CellRun(f"{record.id}-cell{number}", nodes)
+        cell.name = f"cell {count or number}"
+        return cell
 
     async def run(
         self,
         cell: CellRun,
         code: str,
-        filename: str,
         push: dict[str, bytes] | None = None,
         pull: list[str] | None = None,
         timeout: float | None = None,
         second_interrupt: Callable[[], Awaitable[None]] | None = None,
+        count: int = 0,
+        max_output: int = 10_000_000,
     ) -> CellRun:
         """Run ``code`` on the cell's nodes concurrently; collect each node's answer.
 
         On cancellation (a kernel interrupt) or after ``timeout`` seconds, the remote cells
         are interrupted and their answers awaited briefly, so their output and errors
         still arrive. A node whose cell does not stop in time, or when
-        ``second_interrupt`` returns first (the user interrupted again), has its agent
-        killed and restarted: its cell ends and its variables are lost.
+        ``second_interrupt`` returns first (the user interrupted again), has its worker
+        killed: its cell ends as a crash and its variables are lost.
         """
         watch = self.watches.get(self.current.id) if self.current else None
         self.running_cells += 1
         if watch is not None:
             watch.touch()
         try:
-            return await self._run(cell, code, filename, push, pull, timeout, second_interrupt)
+            run = Run("", code, count, push, tuple(pull or ()), max_output)
+            return await self._run(cell, run, timeout, second_interrupt)
         finally:
             self.running_cells -= 1
             if watch is not None:
@@ -236,28 +247,23 @@ class Pool:
     async def _run(
         self,
         cell: CellRun,
-        code: str,
-        filename: str,
-        push: dict[str, bytes] | None,
-        pull: list[str] | None,
+        run: Run,
         timeout: float | None,
         second_interrupt: Callable[[], Awaitable[None]] | None,
     ) -> CellRun:
         agents = self.bootstrapper.agents
-        futures: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        futures: dict[int, asyncio.Future[Answer]] = {}
         for node in cell.nodes:
             agent = agents.get(node.instance.id)
             if agent is None or not agent.connected:
-                missing: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                missing: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
                 missing.set_exception(
                     InstancePreemptedError(node.node, "the node is not connected (being replaced?)")
                 )
                 futures[node.node] = missing
                 continue
-            task_id = cell.task_ids[node.node]
-            futures[node.node] = asyncio.ensure_future(
-                agent.execute(task_id, code, filename, push=push, pull=pull)
-            )
+            task = replace(run, task=cell.task_ids[node.node])
+            futures[node.node] = asyncio.ensure_future(agent.execute(task, cell.name))
         try:
             _, pending = await asyncio.wait(futures.values(), timeout=timeout)
             if pending:
@@ -273,7 +279,7 @@ class Pool:
     async def _stop(
         self,
         cell: CellRun,
-        futures: dict[int, asyncio.Future[dict[str, Any]]],
+        futures: dict[int, asyncio.Future[Answer]],
         grace: float,
         second_interrupt: Callable[[], Awaitable[None]] | None,
     ) -> None:
@@ -301,17 +307,14 @@ class Pool:
             if again is not None:
                 again.cancel()
         stuck = [n for n in running if not futures[n.node].done()]
-        await asyncio.gather(*(self._restart(cell, n) for n in stuck), return_exceptions=True)
-
-    async def _restart(self, cell: CellRun, node: NodeInstance) -> None:
-        fresh = await self.bootstrapper.restart_agent(node.instance.id)
-        cell.killed.append(node.node)
-        watch = self.watches.get(self.current.id) if self.current else None
-        if watch is not None:
-            fresh.on_lost = watch.on_agent_lost
-        env = self._node_env.get(node.instance.id)
-        if env is not None:
-            fresh.configure(*env)
+        for node in stuck:
+            try:
+                agents[node.instance.id].kill(cell.task_ids[node.node])
+                cell.killed.append(node.node)
+            except Exception:
+                pass
+        if stuck:
+            await asyncio.wait([futures[n.node] for n in stuck], timeout=KILL_GRACE)
 
     async def replacement(self, node: int) -> NodeInstance | None:
         """Wait for the node replacing a lost ``node`` to be ready (None if not replaced)."""
@@ -324,7 +327,7 @@ class Pool:
         )
 
     @staticmethod
-    def _collect(cell: CellRun, futures: dict[int, asyncio.Future[dict[str, Any]]]) -> None:
+    def _collect(cell: CellRun, futures: dict[int, asyncio.Future[Answer]]) -> None:
         for node, future in futures.items():
             if future.done():
                 exc = future.exception()

@@ -1,8 +1,10 @@
 """Facts the seed vocabulary has no word for, kept out of the public API.
 
-``Display`` is a rich output (a mime bundle) of a remote cell: ``display(df)``, a
-matplotlib figure. It travels on the bus like the seed's facts so the Jupyter layer can
-consume it the same way, but ``skyward``'s exports stay exactly the seed page.
+A remote cell's outputs travel on the bus like the seed's facts, so the Jupyter layer
+consumes them the same way, but ``skyward``'s exports stay exactly the seed page:
+``LogLines`` (a batch of ``Log`` lines), ``Display`` (a mime bundle: ``display(df)``, a
+figure), ``Result`` (the cell's value), ``Clear`` (``clear_output``), and
+``WorkerCrashed`` (the node's worker died; the instance is fine).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import NodeInstance
+from ..protocol import Crash
 
-__all__ = ["Display", "LogLines"]
+__all__ = ["Clear", "Display", "LogLines", "Result", "WorkerCrashed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +24,18 @@ class LogLines:
 
     The Jupyter layer (cell output, panel) consumes lines in batches: one event per frame
     instead of one per line keeps streaming fast. ``Log`` events are still published, one
-    per line, whenever anyone subscribes to ``Log`` (or to every event).
+    per line, whenever anyone subscribes to ``Log`` (or to every event). ``partial``
+    names the streams whose last line here is unfinished; ``after`` is the cell that ran
+    last, for lines written between cells (``task_id`` None); ``panel_only`` lines are
+    past the cell's output budget.
     """
 
     instance: NodeInstance
     task_id: str | None
     lines: tuple[tuple[str, str, bool], ...]
+    partial: tuple[str, ...] = ()
+    after: str | None = None
+    panel_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +46,33 @@ class Display:
     task_id: str | None
     data: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+    transient: dict[str, Any] = field(default_factory=dict)
+    update: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The value of a remote cell's last expression, as the node's IPython formatted it."""
+
+    instance: NodeInstance
+    task_id: str
+    count: int
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """``clear_output(wait)`` in a remote cell."""
+
+    instance: NodeInstance
+    task_id: str | None
+    wait: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCrashed:
+    """The worker holding a node's namespace died: how, and what it wrote last."""
+
+    instance: NodeInstance
+    crash: Crash

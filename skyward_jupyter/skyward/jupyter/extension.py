@@ -34,8 +34,10 @@ from ..pool import Pool
 from . import options
 from .output import CellOutput, UpProgress
 from .remote_errors import combine
+from .remote_errors import interrupted as interrupted_error
+from .settle import remote_source, settle
 from .transform import rewrite
-from .variables import LARGE_PUSH, describe_size, pickle_push, select_push, unpickle_pulled
+from .variables import LARGE_PUSH, describe_size, pickle_push, select_push
 
 __all__ = ["dispatch", "load", "unload"]
 
@@ -113,7 +115,7 @@ async def dispatch(line: str, cell: str | None) -> None:
         elif command == "run":
             if cell is None:
                 raise UsageError("use %%skyward run (two %) at the top of the cell to run")
-            await _run(args, cell)
+            await _run(args, cell, line)
         elif command == "panel":  # live panel (issue 3)
             _panel().show(sidebar=args.sidebar)
         elif command == "offers":  # offers (issue 4)
@@ -264,7 +266,7 @@ def _check_orphans() -> None:
         asyncio.run(_cleanup_orphans(handle, doomed))
 
 
-async def _run(args: Any, code: str) -> None:
+async def _run(args: Any, code: str, line: str) -> None:
     __tracebackhide__ = True
     p = pool()
     nodes = p.select(options.parse_targets(args.on))
@@ -272,6 +274,7 @@ async def _run(args: Any, code: str) -> None:
     forced = options.parse_names("--push", args.push)
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
+    budget = options.parse_size("--max-output", args.max_output)
     shell = _state["shell"]
     namespace = shell.user_ns if shell is not None else {}
     push = pickle_push(select_push(code, namespace, forced, automatic=not args.no_push))
@@ -283,34 +286,32 @@ async def _run(args: Any, code: str) -> None:
             f"({sizes})",
             file=sys.stderr,
         )
-    cell = p.prepare(nodes)
-    _state["cells"] += 1
-    filename = f"<skyward-cell-{_state['cells']}>"
+    count = shell.execution_count if shell is not None else 0
+    cell = p.prepare(nodes, count)
     total = len(p.ready_cluster().node_instances())
-    view = CellOutput(p.bus, nodes, prefixed=total > 1, grouped=args.group_outputs)
+    prefixed = total > 1
+    tasks = {cell.task_ids[n.node]: n.node for n in nodes}
+    view = CellOutput(p.bus, tasks, prefixed=prefixed, grouped=args.group_outputs)
     interrupted = False
     _state["task"] = asyncio.current_task()  # live panel: its Interrupt button cancels this
     try:
-        # One blank line stands for the `%%skyward run` line, so that remote tracebacks
-        # carry the line numbers the user sees in the cell.
         await p.run(
             cell,
-            "\n" + code,
-            filename,
+            remote_source(line, code),
             push=push or None,
             pull=pull or None,
             timeout=args.timeout,
             second_interrupt=_waker.next_interrupt if _waker.installed else None,
+            count=count,
+            max_output=budget,
         )
     except asyncio.CancelledError:
         interrupted = True
     finally:
         _state["task"] = None
-        errors, lost, pulled = _settle(cell, view, interrupted, pull)
+        outcome = settle(cell, view, interrupted, prefixed, budget)
         view.close()
-    preempted = [
-        answer for answer in cell.results.values() if isinstance(answer, InstancePreemptedError)
-    ]
+    preempted = [a for a in cell.results.values() if isinstance(a, InstancePreemptedError)]
     if preempted and args.retry_on_preemption and not interrupted:
         for error in preempted:
             print(
@@ -321,76 +322,28 @@ async def _run(args: Any, code: str) -> None:
             await p.replacement(error.node)
         args.on = ",".join(str(e.node) for e in preempted)
         args.retry_on_preemption = False
-        await _run(args, code)
+        await _run(args, code, line)
         preempted = []
-    if pulled:
+    if outcome.pulled:
         many = len(cell.nodes) > 1
         for name in pull:
             namespace[name] = (
-                {n: v[name] for n, v in pulled.items()}
+                {n: v[name] for n, v in outcome.pulled.items()}
                 if many
-                else pulled[cell.nodes[0].node][name]
+                else outcome.pulled[cell.nodes[0].node][name]
             )
-    if cell.killed:
-        print(
-            f"skyward: node(s) {', '.join(map(str, cell.killed))} did not stop; their cell "
-            "process was killed and a fresh agent started (their variables are lost)",
-            file=sys.stderr,
-        )
     if interrupted:
-        raise KeyboardInterrupt("the remote cell was interrupted") from None
+        raise interrupted_error(outcome.interrupts, prefixed) from None
     if cell.timed_out:
-        late = [n.node for n in cell.nodes if n.node in cell.killed or _timed(cell, n.node)]
-        raise CellTimeout(args.timeout, late)
-    if errors:
-        raise combine(errors)
-    if len(preempted) == 1 and len(lost) == 1:
+        raise CellTimeout(args.timeout, outcome.stopped)
+    if outcome.crashes:
+        raise outcome.crashes[0]
+    if outcome.errors:
+        raise combine(outcome.errors, prefixed)
+    if len(preempted) == 1 and len(outcome.lost) == 1:
         raise preempted[0]
-    if lost:
-        raise SkywardError("; ".join(lost))
-
-
-def _timed(cell: Any, node: int) -> bool:
-    answer = cell.results.get(node)
-    return isinstance(answer, dict) and (answer.get("error") or {}).get("ename") == (
-        "KeyboardInterrupt"
-    )
-
-
-def _settle(
-    cell: Any, view: CellOutput, interrupted: bool, pull: list[str]
-) -> tuple[list[tuple[int, dict]], list[str], dict[int, dict[str, Any]]]:
-    """Sort each node's answer into results shown, errors, lost nodes and pulled values."""
-    errors: list[tuple[int, dict]] = []
-    lost: list[str] = []
-    pulled: dict[int, dict[str, Any]] = {}
-    stopping = interrupted or cell.timed_out
-    for node in cell.nodes:
-        answer = cell.results.get(node.node)
-        if node.node in cell.killed:
-            view.set_result(node.node, "killed: the cell did not stop (the node's state is lost)")
-        elif isinstance(answer, InstancePreemptedError):
-            lost.append(str(answer))
-            view.set_result(node.node, f"lost: {answer.reason}")
-        elif isinstance(answer, BaseException):
-            lost.append(f"node {node.node}: {answer}")
-        elif answer is None:
-            continue
-        elif answer.get("ok"):
-            if answer.get("result") is not None:
-                view.set_result(node.node, answer["result"], answer.get("result_data"))
-            if pull:
-                if answer.get("pull_error"):
-                    lost.append(f"node {node.node}: --pull: {answer['pull_error']}")
-                elif answer.get("pulled"):
-                    pulled[node.node] = unpickle_pulled(answer["pulled"])
-        else:
-            err = answer["error"]
-            if stopping and err["ename"] == "KeyboardInterrupt":
-                view.set_result(node.node, _where(err["traceback"]))
-            else:
-                errors.append((node.node, err))
-    return errors, lost, pulled
+    if outcome.lost:
+        raise SkywardError("; ".join(outcome.lost))
 
 
 class _SignalWaker:
@@ -469,16 +422,6 @@ class _SignalWaker:
 _waker = _SignalWaker()
 
 
-def _where(traceback: list[str]) -> str:
-    """``KeyboardInterrupt at line N: source`` from a remote traceback's last cell frame."""
-    for entry in reversed(traceback):
-        head, _, source = entry.strip().partition("\n")
-        if head.startswith('File "<skyward-cell-'):
-            line = head.split(", line ")[1].split(",")[0]
-            return f"KeyboardInterrupt at line {line}: {source.strip()}"
-    return "KeyboardInterrupt"
-
-
 # -- live panel (issue 3) ---------------------------------------------------------------
 
 
@@ -526,7 +469,7 @@ def load(shell: Any) -> None:
     cleanup = shell.input_transformers_cleanup
     if rewrite not in cleanup:
         cleanup.append(rewrite)
-    pool()
+    pool().colors = str(getattr(shell, "colors", "") or "")
     _check_orphans()
 
 

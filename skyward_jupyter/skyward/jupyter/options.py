@@ -148,7 +148,15 @@ def _build() -> dict[str, _Parser]:
         action="store_true",
         help="instead, destroy the instances in the ledger whose kernel is gone (kept ones too)",
     )
-    run = _Parser(prog="%%skyward run", description="Run the cell on the cluster's nodes.")
+    run = _Parser(
+        prog="%%skyward run",
+        description="Run the cell on the cluster's nodes. Each node runs it with IPython "
+        "itself (the kernel's version), so everything a local cell does works there: a "
+        "trailing ';', Out and _, pretty printing, display() and _repr_*_ objects, "
+        "matplotlib figures (inline), !cmd and x = !cmd, line and cell magics (%%timeit, "
+        "%%time, %%pip, %%env, %%cd, ...), top-level await, and IPython's tracebacks. "
+        "Only %%skyward itself (and %%load_ext skyward) belong to the kernel.",
+    )
     run.add_argument(
         "--on",
         default="all",
@@ -181,6 +189,13 @@ def _build() -> dict[str, _Parser]:
         metavar="S",
         help="interrupt the cell after S seconds; a node that does not stop within 5 s more "
         "is restarted (its variables are lost)",
+    )
+    run.add_argument(
+        "--max-output",
+        default="10MB",
+        metavar="SIZE",
+        help="output shown per node and cell, past which it is cut with a line saying how "
+        "much (the panel's log keeps the end); e.g. 500KB, 10MB (default), 1GB",
     )
     run.add_argument(
         "--retry-on-preemption",
@@ -312,6 +327,22 @@ def parse_names(option: str, text: str) -> list[str]:
     if bad:
         raise UsageError(f"{option} {text!r}: {', '.join(bad)} is not a variable name")
     return names
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9}
+
+
+def parse_size(option: str, text: str) -> int:
+    """``'10MB'`` → 10_000_000 (characters of output); ``'500KB'``, ``'1G'``, ``'2000'``."""
+    match = _SIZE.match(text)
+    unit = match[2].upper() if match else ""
+    if not match or unit not in _UNITS:
+        raise UsageError(f"{option} {text!r}: use a size such as 500KB, 10MB or 1GB")
+    size = int(float(match[1]) * _UNITS[unit])
+    if size <= 0:
+        raise UsageError(f"{option} {text!r}: the size must be positive")
+    return size
 
 
 def available_providers() -> tuple[str, ...]:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.display import DisplayHandle, display
 
 from ..core.bus import EventBus
-from ..core.outputs import Display, LogLines
+from ..core.outputs import Clear, Display, LogLines, Result
 from ..events import (
     BootstrapFailed,
     BootstrapPhase,
@@ -35,7 +37,6 @@ __all__ = ["CellOutput", "UpProgress"]
 
 RATE = 10.0  # flushes a second, at most
 MESSAGES = 20.0  # display updates a second to the frontend, at most, all nodes together
-LIVE_LINES = 200
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
 
@@ -73,149 +74,206 @@ class _Throttle:
             self._handle = None
 
 
-class _NodeText:
-    """One node's output lines, with overwrite applied per stream."""
+class _Live:
+    """Unfinished lines (progress bars) of several nodes, redrawn in place in one display.
 
-    __slots__ = ("handle", "last", "lines", "result", "dirty")
+    With several nodes in one output area, a carriage return cannot redraw one node's
+    bar (another node may have written since), so each node's unfinished line is shown
+    here, and goes to the stream once it ends.
+    """
 
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.last: dict[str, int] = {}
-        self.handle: DisplayHandle | None = None
-        self.result: str | None = None
-        self.dirty = False
+    def __init__(self, context: contextvars.Context) -> None:
+        self._context = context
+        self._lines: dict[tuple[int, str], str] = {}
+        self._handle: DisplayHandle | None = None
+        self._shown = ""
+        self._throttle = _Throttle(self._flush)
 
-    def add(self, stream: str, line: str, overwrite: bool) -> None:
-        index = self.last.get(stream) if overwrite else None
-        if index is not None:
-            self.lines[index] = (stream, line)
+    def set(self, node: int, stream: str, text: str | None) -> None:
+        key = (node, stream)
+        if text is None:
+            if self._lines.pop(key, None) is None:
+                return
         else:
-            self.last[stream] = len(self.lines)
-            self.lines.append((stream, line))
-        self.dirty = True
+            self._lines[key] = text
+        self._throttle.poke()
 
-    def render(self, prefix: str, limit: int | None) -> str:
-        lines = self.lines if limit is None else self.lines[-limit:]
-        out = []
-        if limit is not None and len(self.lines) > limit:
-            hidden = len(self.lines) - limit
-            out.append(f"{prefix}… {hidden:,} earlier lines (all shown when the cell ends)")
-        for stream, line in lines:
-            out.append(f"{prefix}{RED}{line}{RESET}" if stream == "stderr" else prefix + line)
-        if self.result is not None:
-            out.append(prefix + self.result)
-        return "\n".join(out)
+    def _render(self) -> str:
+        return "\n".join(
+            f"[node {node}] {RED}{text}{RESET}" if stream == "stderr" else f"[node {node}] {text}"
+            for (node, stream), text in sorted(self._lines.items())
+        )
+
+    def _flush(self) -> int:
+        text = self._render()
+        if text == self._shown:
+            return 0
+        self._shown = text
+        bundle = {"text/plain": text}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+        return 1
+
+    def close(self) -> None:
+        self._throttle.cancel()
+        self._lines.clear()
+        if self._handle is not None:
+            self._context.run(self._flush)
 
 
 class CellOutput:
-    """The streamed output of one ``%%skyward run`` cell, one block per node.
+    """What one ``%%skyward run`` cell shows, as a local cell would show it.
 
-    A node's output is a sequence of parts: runs of text lines (each one display, updated
-    in place while the cell runs) and rich displays (images, HTML) between them, in the
-    order the node produced them. With ``grouped``, nothing shows until the cell ends;
-    then each node's parts show together, node by node.
+    Printed text reaches the frontend as ``stream`` messages (``[node N]`` before each
+    line when the cluster has several nodes), rich outputs as ``display_data``, and with
+    one unprefixed node the cell's value as an ``execute_result``: message type by
+    message type what the same cell shows locally. With several nodes a value shows as
+    ``Out[node:count]`` (as ``%%px`` does) and unfinished lines in one live display.
+    ``grouped`` holds everything until the cell ends, then shows it node by node.
+    Everything is sent in the context of the cell that made this view (ipykernel keeps
+    the cell's parent message in a context variable).
     """
 
     def __init__(
-        self, bus: EventBus, nodes: list[NodeInstance], prefixed: bool, grouped: bool = False
+        self,
+        bus: EventBus,
+        tasks: dict[str, int],
+        prefixed: bool,
+        grouped: bool = False,
     ) -> None:
-        self._by_instance = {n.instance.id: n.node for n in nodes}
-        self._parts: dict[int, list[_NodeText | tuple[dict, dict]]] = {n.node: [] for n in nodes}
+        self._tasks = tasks
         self._prefixed = prefixed
         self._grouped = grouped
-        self._throttle = _Throttle(self._flush)
-        self._context = contextvars.copy_context()  # the cell's, for displays from events
+        self._context = contextvars.copy_context()
+        self._live = _Live(self._context) if prefixed and not grouped else None
+        self._held: dict[int, list[tuple[str, Any]]] = {node: [] for node in tasks.values()}
+        self.dropped: dict[int, int] = {}
         self._unsubscribe = [
             bus.subscribe(LogLines, self._on_lines),
             bus.subscribe(Display, self._on_display),
+            bus.subscribe(Result, self._on_result),
+            bus.subscribe(Clear, self._on_clear),
         ]
 
-    def _prefix(self, node: int) -> str:
-        return f"[node {node}] " if self._prefixed else ""
-
-    def _node_of(self, instance: NodeInstance) -> int | None:
-        return self._by_instance.get(instance.instance.id)
-
-    def _text(self, node: int) -> _NodeText:
-        parts = self._parts[node]
-        if not parts or not isinstance(parts[-1], _NodeText):
-            parts.append(_NodeText())
-        return parts[-1]  # type: ignore[return-value]
-
     def _on_lines(self, event: LogLines) -> None:
-        node = self._node_of(event.instance)
-        if node is None:
+        node = self._tasks.get(event.task_id)  # type: ignore[arg-type]
+        if node is None or event.panel_only:
             return
-        add = self._text(node).add
-        for stream, line, overwrite in event.lines:
-            add(stream, line, overwrite)
-        if not self._grouped:
-            self._throttle.poke()
+        prefix = f"[node {node}] " if self._prefixed else ""
+        last = {stream: i for i, (stream, _, _) in enumerate(event.lines)}
+        partial = {last[s] for s in event.partial if s in last}
+        pieces: list[tuple[str, str]] = []
+        live = self._live
+        for i, (stream, text, overwrite) in enumerate(event.lines):
+            if live is not None:
+                if i in partial:
+                    live.set(node, stream, text)
+                    continue
+                live.set(node, stream, None)
+                piece = f"{prefix}{text}\n"
+            else:
+                piece = ("\r" if overwrite else "") + prefix + text
+                if i not in partial:
+                    piece += "\n"
+            if pieces and pieces[-1][0] == stream:
+                pieces[-1] = (stream, pieces[-1][1] + piece)
+            else:
+                pieces.append((stream, piece))
+        for stream, text in pieces:
+            self._emit(node, "stream", (stream, text))
 
     def _on_display(self, event: Display) -> None:
-        node = self._node_of(event.instance)
+        node = self._tasks.get(event.task_id)  # type: ignore[arg-type]
         if node is None:
             return
-        # Events arrive in the agent reader's context; a display must carry this cell's.
-        self._context.run(self._show_rich, node, event.data, event.metadata)
+        transient = dict(event.transient)
+        if self._prefixed and "display_id" in transient:
+            transient["display_id"] = f"{transient['display_id']}-node{node}"
+        data = self._tagged(node, event.data, "")
+        self._emit(
+            node, "display", (data, self._metadata(node, event.metadata), transient, event.update)
+        )
 
-    def _show_rich(self, node: int, data: dict, metadata: dict) -> None:
-        parts = self._parts[node]
-        if not self._grouped:
-            if parts and isinstance(parts[-1], _NodeText) and parts[-1].dirty:
-                self._show(node, parts[-1], None)  # the lines printed before it go first
-            _display_rich(data, metadata, node, self._prefix(node))
-        parts.append((data, metadata))
-
-    def set_result(self, node: int, text: str, data: dict | None = None) -> None:
-        """The cell's last expression on ``node``: a line, or a rich display."""
-        if data and len(data) > 1:
-            self._show_rich(node, data, {})
+    def _on_result(self, event: Result) -> None:
+        node = self._tasks.get(event.task_id)
+        if node is None:
             return
-        block = self._text(node)
-        block.result = text
-        block.dirty = True
-
-    def _show(self, node: int, text: _NodeText, limit: int | None) -> None:
-        bundle = {"text/plain": text.render(self._prefix(node), limit)}
-        if text.handle is None:
-            text.handle = display(bundle, raw=True, display_id=True)
+        if self._prefixed:
+            data = self._tagged(node, event.data, f"Out[{node}:{event.count}]: ")
+            self._emit(node, "display", (data, self._metadata(node, event.metadata), {}, False))
         else:
-            text.handle.update(bundle, raw=True)
-        text.dirty = False
+            self._emit(node, "result", (event.data, self._metadata(node, event.metadata)))
 
-    def _flush(self) -> int:
-        sent = 0
-        for node, parts in self._parts.items():
-            if parts and isinstance(parts[-1], _NodeText) and parts[-1].dirty:
-                self._show(node, parts[-1], LIVE_LINES)
-                sent += 1
-        return sent
+    def _on_clear(self, event: Clear) -> None:
+        node = self._tasks.get(event.task_id)  # type: ignore[arg-type]
+        if node is not None:
+            self._emit(node, "clear", event.wait)
+
+    def _tagged(self, node: int, data: dict[str, Any], label: str) -> dict[str, Any]:
+        if not (self._prefixed or label) or "text/plain" not in data:
+            return data
+        prefix = label or f"[node {node}] "
+        return {**data, "text/plain": prefix + str(data["text/plain"])}
+
+    @staticmethod
+    def _metadata(node: int, metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, "skyward": {"node": node}}
+
+    def _emit(self, node: int, kind: str, payload: Any) -> None:
+        if self._grouped:
+            self._held[node].append((kind, payload))
+        else:
+            self._context.run(_send, kind, payload)
+
+    def note(self, node: int, text: str) -> None:
+        """A line of ours about ``node`` (a cut output, a killed process), on stderr."""
+        prefix = f"[node {node}] " if self._prefixed else ""
+        self._emit(node, "stream", ("stderr", f"{prefix}{text}\n"))
 
     def close(self) -> None:
-        """Stop listening and show every node's whole output."""
+        """Stop listening; show what was held (``grouped``) node by node."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        self._throttle.cancel()
-        for node, parts in self._parts.items():
-            if self._grouped and parts and len(self._parts) > 1:
-                display({"text/plain": f"── node {node} ──"}, raw=True)
-            for part in parts:
-                if isinstance(part, _NodeText):
-                    if self._grouped:
-                        display({"text/plain": part.render("", None)}, raw=True)
-                    elif part.dirty or (part.handle is not None and len(part.lines) > LIVE_LINES):
-                        self._show(node, part, None)
-                elif self._grouped:
-                    _display_rich(part[0], part[1], node, "")
+        if self._live is not None:
+            self._live.close()
+        if not self._grouped:
+            return
+        many = len(self._held) > 1
+        for node, parts in self._held.items():
+            if many and parts:
+                self._context.run(_send, "stream", ("stdout", f"── node {node} ──\n"))
+            for kind, payload in parts:
+                self._context.run(_send, kind, payload)
 
 
-def _display_rich(data: dict, metadata: dict, node: int, prefix: str) -> None:
-    bundle = dict(data)
-    if prefix and "text/plain" in bundle:
-        bundle["text/plain"] = prefix + str(bundle["text/plain"])
-    meta = {**metadata, "skyward": {"node": node}}
-    display(bundle, raw=True, metadata=meta)
+def _send(kind: str, payload: Any) -> None:
+    """One output of the cell, through the kernel's own machinery (so the frontend gets
+    exactly the messages a local cell sends)."""
+    if kind == "stream":
+        stream, text = payload
+        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+        return
+    shell = InteractiveShell.instance() if InteractiveShell.initialized() else None
+    if kind == "display":
+        data, metadata, transient, update = payload
+        if shell is None:
+            print(data.get("text/plain", ""))
+            return
+        shell.display_pub.publish(data=data, metadata=metadata, transient=transient, update=update)
+    elif kind == "result":
+        data, metadata = payload
+        if shell is None:
+            print(data.get("text/plain", ""))
+            return
+        hook = shell.displayhook
+        hook.start_displayhook()
+        hook.write_output_prompt()
+        hook.write_format_data(data, metadata)
+        hook.finish_displayhook()
+    elif kind == "clear" and shell is not None:
+        shell.display_pub.clear_output(payload)
 
 
 class _NodeProgress:

@@ -1,48 +1,82 @@
-"""Remote exceptions raised locally as themselves.
+"""Remote exceptions, raised in the kernel from plain data.
 
-Where the remote exception unpickles here (a builtin, or a class importable in the
-kernel, or one defined in the notebook), the cell raises that very type, so
-``except KeyError`` works; its traceback shows the remote frames with the cell's own line
-numbers. Otherwise the cell raises ``RemoteError`` carrying the type's name.
+Nothing an instance sends is unpickled here: on community hosts the host's operator is
+root on the instance, and the kernel holds the user's cloud credentials. A remote
+exception of a builtin type (looked up by name among the builtins, never loaded) is
+raised as a class that subclasses both ``RemoteError`` and that type, so ``except
+ValueError`` works; any other type is a ``RemoteError`` named after it. Either way the
+traceback shown is IPython's own, from the node. ``RemoteError.load()`` unpickles the
+real object when the user asks for it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import builtins
+from functools import cache
 
-import cloudpickle
+from ..errors import CompositeError, RemoteError, RemoteInterrupt
+from ..protocol import ErrorInfo
 
-from ..errors import CompositeError, RemoteError
-
-__all__ = ["combine", "rebuild"]
-
-
-def rebuild(node: int, error: dict[str, Any]) -> BaseException:
-    """The local exception for a node's error frame."""
-    remote = RemoteError(node, error["ename"], error["evalue"], error["traceback"])
-    pickled = error.get("pickled")
-    if not pickled:
-        return remote
-    try:
-        exc = cloudpickle.loads(pickled)
-    except Exception:
-        return remote
-    if not isinstance(exc, Exception):
-        return remote
-    try:
-        exc._render_traceback_ = remote._render_traceback_  # type: ignore[attr-defined]
-        exc.remote_traceback = remote.traceback  # type: ignore[attr-defined]
-        exc.node = node  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        return remote
-    return exc
+__all__ = ["combine", "interrupted", "rebuild", "where"]
 
 
-def combine(errors: list[tuple[int, dict[str, Any]]]) -> BaseException:
+@cache
+def _remote_class(name: str, builtin: bool) -> type[RemoteError]:
+    """A ``RemoteError`` named ``name``, mixed with the builtin type of that name (if
+    ``builtin``) so that ``except`` clauses for it work."""
+    found = getattr(builtins, name, None) if builtin else None
+    if not (isinstance(found, type) and issubclass(found, Exception)):
+        if not name.isidentifier():
+            return RemoteError
+        return type(name, (RemoteError,), {"__module__": "skyward.errors"})
+    for base in found.__mro__:
+        if not issubclass(base, Exception) or getattr(builtins, base.__name__, None) is not base:
+            continue
+        try:
+            cls = type(name, (RemoteError, base), {"__module__": "skyward.errors"})
+            cls(0, name, "", [])  # some builtins need arguments of their own
+        except TypeError:
+            continue
+        return cls
+    return RemoteError
+
+
+def rebuild(node: int, error: ErrorInfo, prefixed: bool) -> RemoteError:
+    """The local exception for a node's error."""
+    cls = _remote_class(error.ename, error.builtin)
+    return cls(
+        node,
+        error.ename,
+        error.evalue,
+        error.traceback,
+        [tuple(f) for f in error.frames],  # type: ignore[misc]
+        error.pickled,
+        prefixed,
+    )
+
+
+def combine(errors: list[tuple[int, ErrorInfo]], prefixed: bool) -> RemoteError:
     """One node's error as itself; several as one ``CompositeError`` listing each."""
     if len(errors) == 1:
         node, error = errors[0]
-        return rebuild(node, error)
-    return CompositeError(
-        [RemoteError(node, e["ename"], e["evalue"], e["traceback"]) for node, e in errors]
-    )
+        return rebuild(node, error, prefixed)
+    return CompositeError([rebuild(node, error, True) for node, error in errors])
+
+
+def where(error: ErrorInfo) -> str:
+    """``KeyboardInterrupt at line N: source``, from the last frame of the cell."""
+    for filename, line, _, source in reversed(error.frames):
+        if filename.startswith("<ipython-input-"):
+            return f"{error.ename} at line {line}: {source.strip()}"
+    return error.ename
+
+
+def interrupted(errors: list[tuple[int, ErrorInfo]], prefixed: bool) -> RemoteInterrupt:
+    """The interrupt to raise: each node's own traceback of where it stopped."""
+    lines: list[str] = []
+    for node, error in errors:
+        shown = "".join(error.traceback).rstrip("\n").split("\n") if error.traceback else []
+        if prefixed:
+            lines.append(f"\x1b[31m[node {node}] {where(error)}\x1b[0m")
+        lines.extend(shown)
+    return RemoteInterrupt(lines or ["KeyboardInterrupt"])

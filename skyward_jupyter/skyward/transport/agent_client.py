@@ -1,8 +1,9 @@
 """The kernel's side of the agent protocol: one client per node, over an SSH channel.
 
-It sends cells and interrupts, and turns the agent's numbered frames into facts on the
-bus: ``TaskStarted``, ``Log`` lines, ``TaskCompleted``. It remembers the last frame seen,
-so that a reconnect asks the agent to resend only what was missed.
+It sends cells and interrupts, and turns the supervisor's numbered frames into facts on
+the bus: ``TaskStarted``, ``Log`` lines, ``TaskCompleted``, and the cell's outputs. It
+remembers the last frame seen, so a reconnect asks the agent to resend only what was
+missed.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import wire
+from .. import protocol, wire
 from ..core.bus import EventBus
-from ..core.outputs import Display, LogLines
+from ..core.outputs import Clear, Display, LogLines, Result, WorkerCrashed
 from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
+from ..protocol import Crash, Done
 
-__all__ = ["AgentClient"]
+__all__ = ["AgentClient", "Answer"]
 
 _PINGS = itertools.count(1)  # ping ids: unique, as heartbeats and callers ping at once
 
+Answer = Done | Crash
+"""How a cell ended on a node: it ran (``Done``) or its worker died (``Crash``)."""
+
 
 class AgentClient:
-    """Talks to the agent of one node through a unix-socket channel of its SSH connection."""
+    """Talks to the supervisor of one node through a unix-socket channel of its SSH
+    connection."""
 
     def __init__(self, bus: EventBus, node: NodeInstance, connection: Any, socket_path: str):
         self.bus = bus
@@ -34,9 +40,12 @@ class AgentClient:
         self.socket_path = socket_path
         self.last_seq = 0
         self.agent_pid: int | None = None
+        self.worker_pid: int | None = None
+        self.worker_state = "starting"
+        self._worker_ready: asyncio.Future[None] | None = None
         self._writer: Any = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._names: dict[str, str] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._closed = False
@@ -45,7 +54,7 @@ class AgentClient:
         """Called when the channel drops without our asking; pending cells then wait
         (for a reconnect, or for ``fail``) instead of failing at once."""
 
-    async def open(self, timeout: float = 15.0) -> dict[str, Any]:
+    async def open(self, timeout: float = 15.0) -> protocol.HelloReply:
         """Open the channel (waiting for the agent's socket to appear) and say hello."""
         deadline = time.monotonic() + timeout
         delay = 0.01
@@ -63,7 +72,7 @@ class AgentClient:
                 delay = min(delay * 2, 0.5)
         self._writer = writer
         decoder = wire.FrameDecoder(plain=True)
-        writer.write(wire.encode({"op": "hello", "since": self.last_seq}))
+        writer.write(wire.encode(protocol.encode(protocol.Hello(self.last_seq))))
         frames: list[dict[str, Any]] = []
         while not frames:
             data = await asyncio.wait_for(
@@ -72,21 +81,46 @@ class AgentClient:
             if not data:
                 raise AgentError(f"node {self.node.node}: agent closed the channel at hello")
             frames = decoder.feed(data)
-        hello = frames.pop(0)
-        if hello.get("k") != "hello":
-            raise AgentError(f"node {self.node.node}: agent answered {hello.get('k')!r} to hello")
-        newest = int(hello.get("seq") or 0)
-        if (self.agent_pid is not None and hello.get("pid") != self.agent_pid) or (
-            newest < self.last_seq
+        hello = _decode(frames.pop(0))
+        if not isinstance(hello, protocol.HelloReply):
+            raise AgentError(f"node {self.node.node}: agent answered {hello.kind!r} to hello")
+        if (self.agent_pid is not None and hello.pid != self.agent_pid) or (
+            hello.seq < self.last_seq
         ):
             # A new agent (the old one died and was restarted): its frames count from 1.
-            self.last_seq = newest
-        self.agent_pid = hello.get("pid")
+            self.last_seq = hello.seq
+        self.agent_pid = hello.pid
+        self._set_worker_state(hello.worker)
         self.connected = True
         self._reader_task = self.bus.spawn(
             self._read(reader, decoder, frames), name=f"skyward:agent-reader-{self.node.node}"
         )
         return hello
+
+    async def worker_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the node's worker (IPython) runs; ``AgentError`` if it cannot."""
+        if self.worker_state == "ready":
+            return
+        if self.worker_state.startswith("failed"):
+            raise AgentError(f"node {self.node.node}: the worker {self.worker_state}")
+        if self._worker_ready is None or self._worker_ready.done():
+            self._worker_ready = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._worker_ready), timeout)
+        except TimeoutError:
+            raise AgentError(
+                f"node {self.node.node}: the worker did not start within {timeout:.0f} s"
+            ) from None
+
+    def _set_worker_state(self, state: str) -> None:
+        self.worker_state = state
+        waiter = self._worker_ready
+        if waiter is None or waiter.done():
+            return
+        if state == "ready":
+            waiter.set_result(None)
+        elif state.startswith("failed"):
+            waiter.set_exception(AgentError(f"node {self.node.node}: the worker {state}"))
 
     async def _read(self, reader: Any, decoder: wire.FrameDecoder, first: list[dict]) -> None:
         try:
@@ -112,7 +146,7 @@ class AgentClient:
         if self.on_lost is not None:
             self.on_lost(self, reason)
         else:
-            self._fail(f"node {self.node.node}: {reason}")
+            self.fail(AgentError(f"node {self.node.node}: {reason}"))
 
     async def reconnect(self, connection: Any, timeout: float = 15.0) -> None:
         """Resume over a new SSH connection: the agent resends what we missed."""
@@ -128,110 +162,104 @@ class AgentClient:
                 future.set_exception(error)
         self._pending.clear()
 
-    def _fail(self, message: str) -> None:
-        self._closed = True
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(AgentError(message))
-        self._pending.clear()
-
     def _handle(self, frame: dict[str, Any]) -> None:
-        seq = frame.get("seq")
+        seq = frame.pop("seq", None)
         if isinstance(seq, int):
             if seq <= self.last_seq:
                 return
             self.last_seq = seq
-        kind = frame.get("k")
+        message = _decode(frame)
         node = self.node
         publish = self.bus.publish
-        if kind == "log":
-            lines = frame["lines"]
-            publish(LogLines(node, frame.get("task"), tuple(lines)))
-            if self.bus.wants(Log):
-                for stream, line, overwrite in lines:
-                    publish(Log(node, line, stream, overwrite))
-        elif kind == "display":
-            publish(Display(node, frame.get("task"), frame["data"], frame.get("metadata") or {}))
-        elif kind == "metrics":
-            for name, value, stamp in frame["points"]:
-                publish(Metric(node, name, float(value), float(stamp)))
-        elif kind == "started":
-            task = frame["task"]
-            publish(TaskStarted(task, node, self._names.get(task, "cell")))
-        elif kind == "done":
-            task = frame["task"]
-            error = frame.get("error")
-            text = f"{error['ename']}: {error['evalue']}" if error else None
-            publish(TaskCompleted(task, node, float(frame["duration"]), bool(frame["ok"]), text))
-            self._names.pop(task, None)
-            future = self._pending.pop(task, None)
-            if future is not None and not future.done():
-                future.set_result(frame)
-        elif kind == "pong":
-            pong = self._pings.pop(frame.get("id"), None)
-            if pong is not None and not pong.done():
-                pong.set_result(float(frame.get("time", 0.0)))
+        match message:
+            case protocol.Lines(task=task, lines=lines, partial=partial, after=after):
+                publish(LogLines(node, task, tuple(lines), partial, after, message.panel_only))
+                if self.bus.wants(Log):
+                    for stream, line, overwrite in lines:
+                        publish(Log(node, line, stream, overwrite))  # type: ignore[arg-type]
+            case protocol.Display():
+                publish(
+                    Display(
+                        node,
+                        message.task,
+                        message.data,
+                        message.metadata,
+                        message.transient,
+                        message.update,
+                    )
+                )
+            case protocol.Result():
+                publish(Result(node, message.task, message.count, message.data, message.metadata))
+            case protocol.Clear():
+                publish(Clear(node, message.task, message.wait))
+            case protocol.Metrics(points=points):
+                for name, value, stamp in points:
+                    publish(Metric(node, name, float(value), float(stamp)))
+            case protocol.Started(task=task):
+                publish(TaskStarted(task, node, self._names.get(task, "cell")))
+            case Done(task=task):
+                error = message.error
+                text = f"{error.ename}: {error.evalue}" if error else None
+                publish(TaskCompleted(task, node, message.duration, message.ok, text))
+                self._answer(task, message)
+            case Crash(task=task):
+                self.worker_pid = None
+                self._set_worker_state("starting" if message.restarted else "failed")
+                publish(WorkerCrashed(node, message))
+                if task is not None:
+                    publish(TaskCompleted(task, node, 0.0, False, message.detail))
+                    self._answer(task, message)
+            case protocol.WorkerReady(pid=pid):
+                self.worker_pid = pid
+                self._set_worker_state("ready")
+            case protocol.Pong(id=ident, time=stamp):
+                pong = self._pings.pop(ident, None)
+                if pong is not None and not pong.done():
+                    pong.set_result(stamp)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _answer(self, task: str, answer: Answer) -> None:
+        self._names.pop(task, None)
+        future = self._pending.pop(task, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def _send(self, message: protocol.Message) -> None:
         if self._closed or self._writer is None or not self.connected:
             raise AgentError(f"node {self.node.node}: not connected to the agent")
-        self._writer.write(wire.encode(message))
+        self._writer.write(wire.encode(protocol.encode(message)))
 
-    async def execute(
-        self,
-        task_id: str,
-        code: str,
-        filename: str,
-        name: str = "cell",
-        push: dict[str, bytes] | None = None,
-        pull: list[str] | None = None,
-    ) -> dict:
-        """Run ``code`` on the node; return the agent's ``done`` frame.
-
-        ``push`` maps variable names to their cloudpickles, put in the namespace first; ``pull``
-        names variables whose values come back pickled in the frame's ``pulled``.
-        """
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[task_id] = future
-        self._names[task_id] = name
+    async def execute(self, run: protocol.Run, name: str = "cell") -> Answer:
+        """Run a cell on the node; return how it ended there."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._pending[run.task] = future
+        self._names[run.task] = name
         try:
-            message: dict[str, Any] = {"op": "exec", "task": task_id, "code": code}
-            message["filename"] = filename
-            if push:
-                message["push"] = push
-            if pull:
-                message["pull"] = list(pull)
-            self._send(message)
+            self._send(run)
         except AgentError:
-            self._pending.pop(task_id, None)
+            self._pending.pop(run.task, None)
             raise
         return await future
 
     def interrupt(self, task_id: str) -> None:
         """Raise KeyboardInterrupt in the task if it is running on the node."""
         if not self._closed:
-            self._send({"op": "interrupt", "task": task_id})
+            self._send(protocol.Interrupt(task_id))
 
-    async def wait(self, task_id: str, timeout: float) -> dict[str, Any] | None:
-        """The ``done`` frame of a task already sent, or None if it does not come in time."""
-        future = self._pending.get(task_id)
-        if future is None:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except (TimeoutError, AgentError):
-            return None
+    def kill(self, task_id: str) -> None:
+        """The task did not stop: the node kills its worker (the task ends as a crash)."""
+        if not self._closed:
+            self._send(protocol.Kill(task_id))
 
-    def configure(self, env: dict[str, str], node: dict[str, Any]) -> None:
+    def configure(self, env: dict[str, str], node: dict[str, Any], colors: str = "") -> None:
         """Set environment variables for the node's cells and what ``skyward.node()`` says."""
-        self._send({"op": "configure", "env": env, "node": node})
+        self._send(protocol.Configure(env, node, colors))
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the agent; returns the agent's clock."""
         key = next(_PINGS)
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[key] = future
-        self._send({"op": "ping", "id": key})
+        self._send(protocol.Ping(key))
         return await asyncio.wait_for(future, timeout)
 
     async def aclose(self) -> None:
@@ -242,4 +270,11 @@ class AgentClient:
         if self._reader_task is not None:
             self._reader_task.cancel()
             await asyncio.gather(self._reader_task, return_exceptions=True)
-        self._fail(f"node {self.node.node}: the agent connection was closed")
+        self.fail(AgentError(f"node {self.node.node}: the agent connection was closed"))
+
+
+def _decode(frame: dict[str, Any]) -> protocol.Message:
+    try:
+        return protocol.decode(frame)
+    except protocol.ProtocolError as exc:
+        raise wire.FrameError(str(exc)) from None

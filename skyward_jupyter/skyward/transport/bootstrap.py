@@ -1,15 +1,17 @@
 """The bootstrap: prepare an instance for work, in phases, over SSH.
 
-Phases: ``python`` (an interpreter with the kernel's major.minor, and a venv),
-``packages`` (``--pip``; only when asked for), ``agent`` (upload and start the agent, then
-open its channel). Each phase emits ``BootstrapPhase`` started/completed/failed with its
-elapsed time, each command a ``BootstrapCommand`` and its output ``ConsoleOutput``. A
-failing phase gives ``BootstrapFailed`` with the tail of the command's output.
+Phases: ``python`` (an interpreter with the kernel's major.minor, ``uv``, and a venv),
+``packages`` (IPython and cloudpickle at the kernel's versions, for the worker, and
+``--pip``), ``agent`` (upload and start the agent, open its channel, wait for its
+worker). Each phase emits ``BootstrapPhase`` started/completed/failed with its elapsed
+time, each command a ``BootstrapCommand`` and its output ``ConsoleOutput``. A failing
+phase gives ``BootstrapFailed`` with the tail of the command's output.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import shlex
 import sys
@@ -18,12 +20,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.bus import EventBus, respond
 from ..core.registry import Registry
-from ..errors import AgentError, SkywardError
+from ..errors import SkywardError
 from ..events import (
     BootstrapCommand,
     BootstrapFailed,
@@ -34,6 +37,7 @@ from ..events import (
     InstanceDestroyed,
     NodeInstance,
 )
+from ..lines import LineSink
 from .agent_client import AgentClient
 from .ssh import connect
 
@@ -46,14 +50,22 @@ AGENT_MODULES = (
     "__init__.py",
     "events.py",
     "model.py",
-    "wire.py",
-    "errors.py",
-    "agent.py",
-    "capture.py",
     "remote.py",
-    "sampler.py",
-    "richout.py",
+    "wire.py",
+    "protocol.py",
+    "lines.py",
+    "agent/__init__.py",
+    "agent/__main__.py",
+    "agent/outbox.py",
+    "agent/process.py",
+    "agent/sampler.py",
+    "agent/supervisor.py",
+    "agent/streams.py",
+    "agent/shell.py",
+    "agent/worker.py",
 )
+WORKER_PACKAGES = ("ipython", "cloudpickle", "matplotlib-inline")
+"""What the worker imports, installed on the node at the kernel's own versions."""
 
 
 class PhaseFailed(SkywardError):
@@ -76,45 +88,18 @@ def _orphan_command(cluster: Any) -> str:
 
 @cache
 def agent_bundle() -> bytes:
-    """A gzipped tar of the agent's modules and cloudpickle, as uploaded to instances."""
-    import cloudpickle
-
+    """A gzipped tar of the agent's modules, as uploaded to instances."""
     package = Path(__file__).resolve().parent.parent
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name in AGENT_MODULES:
             tar.add(package / name, arcname=f"skyward/{name}")
-        cp_dir = Path(cloudpickle.__file__).resolve().parent
-        for path in sorted(cp_dir.glob("*.py")):
-            tar.add(path, arcname=f"cloudpickle/{path.name}")
     return buffer.getvalue()
 
 
-class _Lines:
-    """Splits a command's output into ConsoleOutput lines, honouring carriage returns."""
-
-    def __init__(self, emit: Callable[[str, bool], None]) -> None:
-        self._emit = emit
-        self._pending = ""
-        self._open = False
-
-    def feed(self, text: str) -> None:
-        text = self._pending + text.replace("\r\n", "\n")
-        self._pending = ""
-        start = 0
-        for i, char in enumerate(text):
-            if char == "\n" or (char == "\r" and i + 1 < len(text)):
-                segment = text[start:i]
-                if char == "\n" or segment:
-                    self._emit(segment, self._open)
-                    self._open = char == "\r"
-                start = i + 1
-        self._pending = text[start:]
-
-    def close(self) -> None:
-        if self._pending.strip("\r"):
-            self._emit(self._pending.rstrip("\r"), self._open)
-        self._pending = ""
+def worker_requirements() -> list[str]:
+    """The worker's packages pinned to the versions this kernel runs."""
+    return [f"{name}=={version(name)}" for name in WORKER_PACKAGES]
 
 
 class Bootstrapper:
@@ -125,7 +110,6 @@ class Bootstrapper:
         self.registry = registry
         self.agents: dict[str, AgentClient] = {}
         self.connections: dict[str, Any] = {}
-        self._starts: dict[str, tuple[str, str, Any, str]] = {}
         bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
         bus.subscribe(InstanceDestroyed, self._on_destroyed)
 
@@ -138,7 +122,6 @@ class Bootstrapper:
         if agent is not None:
             await agent.aclose()
         connection = self.connections.pop(instance_id, None)
-        self._starts.pop(instance_id, None)
         if connection is not None:
             connection.close()
 
@@ -149,28 +132,26 @@ class Bootstrapper:
             respond(self.bus, request, BootstrapFailed(node, "connect", "unknown instance"))
             return
         cluster, record = found
+        spec = cluster.spec
         phase = "connect"
         try:
-            phase = "connect"
             connection = await self._phase(
                 node, phase, lambda: connect(node, record.host_public_key, timeout=120.0)
             )
             self.connections[node.instance.id] = connection
             phase = "python"
-            home = await self._phase(
-                node, phase, lambda: self._python(connection, node, cluster.spec.python)
+            home, uv = await self._phase(
+                node, phase, lambda: self._python(connection, node, spec.python)
             )
-            if cluster.spec.pip:
-                phase = "packages"
-                await self._phase(
-                    node, phase, lambda: self._packages(connection, node, cluster.spec.pip)
-                )
+            phase = "packages"
+            wanted = [*worker_requirements(), *spec.pip]
+            await self._phase(node, phase, lambda: self._packages(connection, node, uv, wanted))
             phase = "agent"
             agent = await self._phase(
                 node,
                 phase,
                 lambda: self._agent(
-                    connection, node, home, cluster.id, cluster.spec, _orphan_command(cluster)
+                    connection, node, home, cluster.id, spec, _orphan_command(cluster)
                 ),
             )
         except asyncio.CancelledError:
@@ -212,15 +193,14 @@ class Bootstrapper:
         self.bus.publish(BootstrapCommand(node, shown or command))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         stdout: list[str] = []
+        sink = LineSink()
 
-        def emitter(stream: str) -> Callable[[str, bool], None]:
-            def emit(line: str, overwrite: bool) -> None:
+        def emit(end: bool = False) -> None:
+            for stream, line, overwrite in sink.take(end):
                 if overwrite and tail:
                     tail.pop()
                 tail.append(line)
                 self.bus.publish(ConsoleOutput(node, line, stream, overwrite))  # type: ignore[arg-type]
-
-            return emit
 
         process = await connection.create_process(command, encoding=None)
         if stdin is not None:
@@ -228,40 +208,40 @@ class Bootstrapper:
         process.stdin.write_eof()
 
         async def pump(source: Any, stream: str) -> None:
-            lines = _Lines(emitter(stream))
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
             while chunk := await source.read(1 << 16):
-                text = chunk.decode("utf-8", errors="replace")
+                text = decoder.decode(chunk)
                 if stream == "stdout":
                     stdout.append(text)
-                lines.feed(text)
-            lines.close()
+                sink.put((stream, text))
+                emit()
 
         await asyncio.gather(pump(process.stdout, "stdout"), pump(process.stderr, "stderr"))
+        emit(end=True)
         result = await process.wait()
         if result.exit_status != 0:
             status = result.exit_status if result.exit_status is not None else result.exit_signal
             raise PhaseFailed(f"command exited with status {status}", "\n".join(tail))
         return "".join(stdout)
 
-    async def _python(self, connection: Any, node: NodeInstance, wanted: str) -> str:
+    async def _python(self, connection: Any, node: NodeInstance, wanted: str) -> tuple[str, str]:
+        """Find the interpreter, uv and the venv; returns (home, path of uv)."""
         want = wanted or "{}.{}".format(*sys.version_info[:2])
         script = f"WANT={shlex.quote(want)}\n" + PYTHON_ENV_SCRIPT
         out = await self._run(connection, node, script, shown=f"find python {want}; make venv")
-        for line in out.splitlines():
-            if line.startswith("SKYWARD_HOME="):
-                return line.removeprefix("SKYWARD_HOME=")
-        raise PhaseFailed("could not learn the instance's home directory", out[-2000:])
+        found = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("SKYWARD_"))
+        if "SKYWARD_HOME" not in found or "SKYWARD_UV" not in found:
+            raise PhaseFailed("could not learn the instance's home directory", out[-2000:])
+        return found["SKYWARD_HOME"], found["SKYWARD_UV"]
 
     async def _packages(
-        self, connection: Any, node: NodeInstance, packages: tuple[str, ...]
+        self, connection: Any, node: NodeInstance, uv: str, packages: list[str]
     ) -> None:
         wanted = " ".join(shlex.quote(p) for p in packages)
         command = (
-            "cd ~ && py=.skyward/venv/bin/python && "
-            "{ $py -m pip --version >/dev/null 2>&1 || $py -m ensurepip --upgrade >/dev/null; } && "
-            f"$py -m pip install --disable-pip-version-check --no-input {wanted}"
+            f"cd ~ && {shlex.quote(uv)} pip install --python .skyward/venv/bin/python {wanted}"
         )
-        await self._run(connection, node, command, shown=f"pip install {' '.join(packages)}")
+        await self._run(connection, node, command, shown=f"uv pip install {' '.join(packages)}")
 
     async def _agent(
         self,
@@ -275,12 +255,11 @@ class Bootstrapper:
         await self._run(
             connection,
             node,
-            "cd ~ && mkdir -p .skyward/lib && rm -rf .skyward/lib/skyward .skyward/lib/cloudpickle"
+            "cd ~ && mkdir -p .skyward/lib && rm -rf .skyward/lib/skyward"
             " && tar -xzf - -C .skyward/lib",
             shown="upload agent to ~/.skyward/lib",
             stdin=agent_bundle(),
         )
-        self._starts[node.instance.id] = (home, cluster_id, spec, orphan)
         return await self._start_agent(connection, node, home, cluster_id, spec, orphan)
 
     async def attach(self, node: NodeInstance, host_public_key: str, cluster: Any) -> AgentClient:
@@ -290,34 +269,11 @@ class Bootstrapper:
         self.connections[iid] = connection
         result = await connection.run("cd ~ && echo $HOME", check=True)
         home = str(result.stdout).strip()
-        self._starts[iid] = (home, cluster.id, cluster.spec, _orphan_command(cluster))
         agent = AgentClient(self.bus, node, connection, f"{home}/.skyward/agent.sock")
         agent.last_seq = 1 << 62  # only what happens from now on: no replay of old cells
         await agent.open(timeout=20.0)
         self.agents[iid] = agent
         return agent
-
-    async def restart_agent(self, instance_id: str) -> AgentClient:
-        """Kill the agent of an instance (and the cell it runs) and start a fresh one.
-
-        The node's variables are lost; the new agent is connected and returned.
-        """
-        agent = self.agents.pop(instance_id, None)
-        connection = self.connections.get(instance_id)
-        if agent is None or connection is None or instance_id not in self._starts:
-            raise AgentError(f"instance {instance_id} has no agent to restart")
-        node = agent.node
-        await agent.aclose()
-        await self._run(
-            connection,
-            node,
-            "cd ~ && { [ -f .skyward/agent.pid ] && kill -9 $(cat .skyward/agent.pid); true; }",
-            shown="kill -9 the agent",
-        )
-        home, cluster_id, spec, orphan = self._starts[instance_id]
-        fresh = await self._start_agent(connection, node, home, cluster_id, spec, orphan)
-        self.agents[instance_id] = fresh
-        return fresh
 
     async def _start_agent(
         self,
@@ -355,6 +311,7 @@ class Bootstrapper:
         agent = AgentClient(self.bus, node, connection, socket_path)
         try:
             await agent.open(timeout=20.0)
+            await agent.worker_ready(timeout=60.0)
         except Exception as exc:
             log_tail = await self._run(
                 connection,
@@ -362,5 +319,6 @@ class Bootstrapper:
                 "tail -n 20 ~/.skyward/agent.log 2>/dev/null; true",
                 shown="tail ~/.skyward/agent.log",
             )
+            await agent.aclose()
             raise PhaseFailed(str(exc), log_tail) from exc
         return agent

@@ -7,6 +7,9 @@ the client goes through the very same SSH, bootstrap and agent path:
 - public-key auth for the one authorized key (any user name), the pinned host key;
 - exec requests run as real subprocesses (``bash -c``) with ``HOME`` = cwd = D, a plain
   PATH and ``SKYWARD_INSTANCE=<id>``, the marker by which all of its processes are found;
+  the nodes of this machine share the user's uv cache (``UV_CACHE_DIR``), so a package
+  downloaded for one is installed on the next from disk, and this machine's network
+  settings (certificates, proxies, package indexes: ``_NETWORK_ENV``);
 - SFTP with relative paths resolved against D; direct UNIX-socket forwarding to sockets
   inside D (how the client reaches the agent);
 - on SIGTERM/SIGINT it kills every process carrying its marker, like a machine shutting
@@ -38,6 +41,18 @@ log = logging.getLogger("skyward.container.node")
 
 _CHUNK = 65536
 _CLIENT_ENV = ("LANG", "LC_")  # what Debian's sshd accepts (AcceptEnv LANG LC_*)
+_NETWORK_ENV = (
+    "SSL_CERT_",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_",
+    "UV_",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 
 
 def _shell() -> str:
@@ -45,6 +60,15 @@ def _shell() -> str:
         if os.access(path, os.X_OK):
             return path
     return "/bin/sh"
+
+
+def _uv_cache() -> str:
+    """The uv cache of this machine's user (uv's own default when none is set)."""
+    found = os.environ.get("UV_CACHE_DIR")
+    if found:
+        return found
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "uv")
 
 
 class _Node:
@@ -67,6 +91,8 @@ class _Node:
             "LOGNAME": user,
             "SHELL": self.shell,
             "LANG": "C.UTF-8",
+            **{k: v for k, v in os.environ.items() if k.startswith(_NETWORK_ENV)},
+            "UV_CACHE_DIR": _uv_cache(),
             **extra_env,
             MARKER: instance_id,
             "SKYWARD_NODE_PID": str(os.getpid()),

@@ -1,0 +1,100 @@
+"""IPython on the node: an ``InteractiveShell`` whose outputs become protocol messages.
+
+Three seams, the same ones ipykernel uses: a display publisher (``display()``, figures,
+``clear_output``), a display hook (the cell's value, formatted by IPython, with ``Out``
+and ``_`` kept by IPython itself), and ``_showtraceback`` (IPython's own rendering of an
+error, kept for the kernel instead of printed). Everything else is IPython's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["KERNEL_ONLY", "make_shell"]
+
+KERNEL_ONLY = "%skyward runs in the notebook's kernel, not on a node: use it in a cell of its own"
+
+
+class NodeShell(InteractiveShell):
+    """IPython's shell, with tracebacks kept for the kernel rather than printed."""
+
+    worker: Any = None
+
+    def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+        self.worker.last_traceback = list(stb)
+
+    def ask_exit(self) -> None:
+        """``exit()`` in a remote cell: the node's worker stays (the kernel owns the node)."""
+
+
+def make_shell(worker: Worker) -> NodeShell:
+    """The node's shell, wired to ``worker``."""
+
+    class Publisher(DisplayPublisher):
+        def publish(  # type: ignore[override]
+            self,
+            data: dict[str, Any],
+            metadata: dict[str, Any] | None = None,
+            source: str | None = None,
+            *,
+            transient: dict[str, Any] | None = None,
+            update: bool = False,
+            **kwargs: Any,
+        ) -> None:
+            worker.display(data, metadata, transient, update)
+
+        def clear_output(self, wait: bool = False) -> None:
+            worker.clear(wait)
+
+    class Hook(DisplayHook):
+        def start_displayhook(self) -> None:
+            self._data: dict[str, Any] = {}
+            self._metadata: dict[str, Any] = {}
+
+        def write_output_prompt(self) -> None:
+            pass
+
+        def write_format_data(self, format_dict: dict, md_dict: dict | None = None) -> None:
+            self._data, self._metadata = format_dict, md_dict or {}
+
+        def finish_displayhook(self) -> None:
+            if self._data:
+                worker.result(self.prompt_count, self._data, self._metadata)
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    NodeShell.worker = worker
+    shell = NodeShell.instance(config=config, display_pub_class=Publisher, displayhook_class=Hook)
+    _kernel_only_magics(shell)
+    return shell
+
+
+def _kernel_only_magics(shell: InteractiveShell) -> None:
+    """``%skyward`` and ``%load_ext skyward`` say in one line where they belong."""
+
+    def skyward(line: str = "", cell: str | None = None) -> None:
+        raise UsageError(KERNEL_ONLY)
+
+    shell.register_magic_function(skyward, "line_cell", "skyward")
+    for name in ("load_ext", "unload_ext", "reload_ext"):
+        original = shell.find_line_magic(name)
+        if original is None:
+            continue
+
+        def guarded(line: str, _original: Any = original, _name: str = name) -> Any:
+            if line.split()[:1] == ["skyward"]:
+                raise UsageError(f"%{_name} skyward: {KERNEL_ONLY}")
+            return _original(line)
+
+        shell.register_magic_function(guarded, "line", name)

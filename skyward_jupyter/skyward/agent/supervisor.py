@@ -1,0 +1,461 @@
+"""The supervisor: what the kernel talks to on an instance, and the keeper of its worker.
+
+``python -m skyward.agent --socket PATH [--node N] [--nodes M] [--cluster ID] [--grace S]``
+
+It serves the kernel on a UNIX socket (reached through SSH), one client at a time, and
+outlives every connection and every crash of user code: frames are numbered and kept
+for replay, a heartbeat keeps it from shutting the instance down, and the worker (the
+process that runs cells with IPython) is started, watched and restarted here. When the
+worker dies the kernel hears within a moment how (exit status, signal, OOM) with every
+byte it wrote before. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+from .. import protocol, wire
+from ..lines import LineSink
+from ..protocol import Crash, Done, Lines, Message, Started
+from .outbox import Outbox, close, log
+from .process import WorkerProcess, describe_exit
+from .sampler import Sampler
+
+__all__ = ["Supervisor", "main"]
+
+FLUSH_INTERVAL = 0.01  # seconds between background log flushes
+FRAME_TEXT = 1 << 20  # characters of log text per frame (a longer line gets a frame alone)
+PANEL_TAIL = 200  # lines past a cell's output budget still sent for the panel's log
+QUICK_DEATH = 2.0  # a worker that dies this soon after starting, twice, is not restarted
+
+
+class Supervisor:
+    """Serves clients, forwards cells to the worker, numbers what comes back."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        node: int = 0,
+        nodes: int = 1,
+        cluster: str = "",
+        grace: float | None = None,
+        on_orphan: str = "",
+    ) -> None:
+        self.socket_path = socket_path
+        self.node, self.nodes, self.cluster = node, nodes, cluster
+        self.grace = grace
+        self.on_orphan = on_orphan
+        self.last_contact = time.monotonic()
+        self.sink = LineSink()
+        self.outbox = Outbox()
+        self.worker: WorkerProcess | None = None
+        self.worker_state = "starting"
+        self._configure: protocol.Configure | None = None
+        self._flush_lock = threading.RLock()
+        self._conn: socket.socket | None = None
+        self._conn_lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._inode = 0
+        self.task: str | None = None  # the cell running on the worker
+        self._last_task: str | None = None
+        self._sent: list[str] = []  # cells handed to the worker and not done yet
+        self._budgets: dict[str, int] = {}
+        self._left = 0  # characters the running cell may still show
+        self._dropped = 0
+        self._tail: deque[tuple[str, str, bool]] = deque(maxlen=PANEL_TAIL)
+        self._points: list[tuple[str, float, float]] = []
+        self._quick_deaths = 0
+        self._stopping = False
+
+    # -- start and stop
+
+    def start(self) -> None:
+        """Bind the socket first (the bootstrap polls for it), then start the worker."""
+        self._listener = _bind(self.socket_path)
+        self._inode = os.stat(self.socket_path).st_ino
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
+        self._start_worker()
+        Sampler(self._record_metric).start()
+        loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
+        if self.grace:
+            loops.append((self._watch_kernel, "watchdog"))
+        for target, name in loops:
+            threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
+        log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
+
+    def _start_worker(self) -> None:
+        self.worker_state = "starting"
+        self.worker = WorkerProcess(self._on_worker_message, self._on_output, self._on_exit)
+        if self._configure is not None:
+            self.worker.send(self._configure)
+
+    def wait(self) -> int:
+        """Block until shutdown (and the worker's end, 5 s at most); the exit status."""
+        while not self._stopping:
+            time.sleep(0.2)
+        worker = self.worker
+        if worker is not None:
+            try:
+                worker.process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                log("the worker did not stop: killing it")
+            worker.kill()
+        return 0
+
+    def _watch_kernel(self) -> None:
+        """Shut the instance down when the kernel has been silent for ``grace`` seconds.
+
+        The kernel sends a heartbeat far more often than that; silence means the kernel
+        (or its machine) is gone, and nobody is left to destroy this instance.
+        """
+        assert self.grace
+        step = max(0.2, min(5.0, self.grace / 4))
+        while not self._stopping:
+            time.sleep(step)
+            silent = time.monotonic() - self.last_contact
+            if silent < self.grace:
+                continue
+            log(f"no word from the kernel for {silent:.0f} s: shutting the instance down")
+            if self.on_orphan:
+                subprocess.Popen(
+                    self.on_orphan,
+                    shell=True,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=sys.stderr,
+                    stderr=sys.stderr,
+                )
+            time.sleep(2.0)  # let the shutdown take us with the instance
+            self._unlink()
+            os._exit(0)
+
+    def _unlink(self) -> None:
+        """Remove the socket, unless another agent has bound that path since."""
+        try:
+            if os.stat(self.socket_path).st_ino == self._inode:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    def _shutdown(self) -> None:
+        """Say bye, then stop: a running cell is interrupted, the worker ends."""
+        log("shutdown requested")
+        self.outbox.emit(protocol.encode(protocol.Bye()))
+        self.outbox.wait_sent(2.0)
+        self._unlink()
+        worker = self.worker
+        self._stopping = True
+        if worker is not None:
+            if self.task is not None:
+                worker.send(protocol.Interrupt(self.task))
+            worker.send(protocol.Shutdown())
+
+    # -- connections
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError as exc:
+                if self._stopping:
+                    return
+                log(f"accept failed: {exc!r}")
+                time.sleep(0.1)
+                continue
+            with self._conn_lock:
+                old, self._conn = self._conn, conn
+            if old is not None:
+                self.outbox.detach(old)
+                close(old)
+                log("a new client replaced the previous one")
+            threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
+
+    def _read_loop(self, conn: socket.socket) -> None:
+        decoder = wire.FrameDecoder(plain=True)
+        try:
+            while True:
+                data = conn.recv(1 << 20)
+                if not data:
+                    break
+                self.last_contact = time.monotonic()
+                for frame in decoder.feed(data):
+                    self._handle(conn, protocol.decode(frame))
+        except Exception as exc:  # a bad client must not take the agent down
+            log(f"client connection ended: {exc!r}")
+        finally:
+            with self._conn_lock:
+                if self._conn is conn:
+                    self._conn = None
+            self.outbox.detach(conn)
+            close(conn)
+
+    def _handle(self, conn: socket.socket, message: Message) -> None:
+        worker = self.worker
+        match message:
+            case protocol.Run(task=task, max_output=budget):
+                self._budgets[task] = budget
+                self._sent.append(task)
+                if worker is None or not worker.send(message):
+                    self._sent.remove(task)
+                    why = self.worker_state if worker is None else "the worker is gone"
+                    self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
+                else:
+                    worker.watch_memory()
+            case protocol.Interrupt(task=task):
+                if worker is not None:
+                    worker.send(message)
+            case protocol.Kill(task=task):
+                if worker is not None and (task == self.task or task in self._sent):
+                    log(f"killing the worker: cell {task} did not stop")
+                    worker.kill()
+            case protocol.Hello(since=since):
+                hello = protocol.HelloReply(
+                    os.getpid(),
+                    ".".join(map(str, sys.version_info[:3])),
+                    os.getcwd(),
+                    self.node,
+                    self.nodes,
+                    self.cluster,
+                    running=self.task,
+                    worker=self.worker_state,
+                )
+                self.outbox.attach(conn, protocol.encode(hello), since)
+            case protocol.Configure():
+                self._configure = message
+                if worker is not None:
+                    worker.send(message)
+            case protocol.Ping(id=ident):
+                self.outbox.emit(protocol.encode(protocol.Pong(ident, time.time())))
+            case protocol.Shutdown():
+                self._shutdown()
+            case _:
+                log(f"unexpected {message.kind!r} from the kernel ignored")
+
+    # -- what the worker says
+
+    def _emit(self, message: Message, wake: bool = True) -> None:
+        self.outbox.emit(protocol.encode(message), wake)
+
+    def _on_output(self, stream: str, text: str) -> None:
+        """Bytes the worker wrote to its file descriptors 1 and 2."""
+        self.sink.put((stream, text))
+
+    def _on_worker_message(self, message: Message) -> None:
+        match message:
+            case protocol.Stream(chunks=chunks):
+                self.sink.chunks.extend(chunks)
+                worker = self.worker
+                if worker is not None:
+                    for name, text in chunks:
+                        if name == "stderr":
+                            worker.note_stderr(text)
+            case protocol.Metrics(points=points):
+                self._points.extend(points)
+            case Started(task=task):
+                with self._flush_lock:
+                    self._flush(end=True)  # what came between cells belongs to none
+                    self.task = task
+                    self._left = self._budgets.pop(task, 10_000_000)
+                    self._dropped = 0
+                    self._tail.clear()
+                    self._emit(message, wake=False)
+            case Done(task=task):
+                if self.worker is not None:
+                    self.worker.drain()
+                with self._flush_lock:
+                    self._finish_cell()
+                    self._emit(dataclasses.replace(message, dropped=self._dropped))
+                    self._close_cell(task)
+            case protocol.WorkerReady():
+                if self.worker is not None:
+                    self.worker.ready = True
+                self.worker_state = "ready"
+                self._quick_deaths = 0
+                self._emit(message)
+            case _:  # displays, results, clears: after the lines printed before them
+                with self._flush_lock:
+                    self._flush(end=False)
+                    self._emit(message)
+
+    def _finish_cell(self) -> None:
+        self._flush(end=True)
+        self._send_metrics()
+        if self._tail:
+            self._emit(Lines(self.task, list(self._tail), panel_only=True))
+            self._tail.clear()
+
+    def _close_cell(self, task: str | None) -> None:
+        if task in self._sent:
+            self._sent.remove(task)
+        self._last_task = task
+        self.task = None
+
+    def _on_exit(self, worker: WorkerProcess) -> None:
+        """The worker died: report it (with everything it wrote), then start a fresh one."""
+        if self._stopping:
+            return
+        oom = worker.oom_killed()
+        status, number, words = describe_exit(worker.returncode, oom, worker.killed)
+        quick = time.monotonic() - worker.started_at < QUICK_DEATH and not worker.killed
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        restart = self._quick_deaths < 2
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else ""
+        tail = worker.stderr_text()
+        log(f"worker {worker.pid} ended: {words}")
+        with self._flush_lock:
+            running = self.task
+            self._finish_cell()
+            queued = [t for t in self._sent if t != running]
+            affected: list[str | None] = [running, *queued] if running else queued
+            for task in affected or [None]:
+                crash = Crash(
+                    task,
+                    worker.pid,
+                    status,
+                    number,
+                    name,
+                    oom,
+                    worker.killed,
+                    words if task == running else f"{words} before the cell started",
+                    tail,
+                    restart,
+                )
+                self._emit(crash)
+                self._close_cell(task)
+            self._sent.clear()
+        worker.close()
+        if restart:
+            self._start_worker()
+        else:
+            self.worker = None
+            self.worker_state = f"failed: {words}" + (f": {tail.strip()[-500:]}" if tail else "")
+
+    # -- lines and metrics
+
+    def _record_metric(self, name: str, value: float, stamp: float) -> None:
+        self._points.append((name, value, stamp))
+
+    def _send_metrics(self) -> None:
+        if self._points:
+            points, self._points = self._points, []
+            self._emit(protocol.Metrics(points))
+
+    def _flush_loop(self) -> None:
+        sink = self.sink
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            self.outbox.kick()
+            try:
+                if self._points:
+                    self._send_metrics()
+                if sink.chunks or sink.deferred:
+                    with self._flush_lock:
+                        self._flush(end=False)
+            except Exception as exc:  # keep flushing whatever happens
+                log(f"flush failed: {exc!r}")
+
+    def _flush(self, end: bool) -> None:
+        """Send the sink's lines as frames of the current cell (hold ``_flush_lock``)."""
+        lines = self.sink.take(end)
+        if not lines:
+            return
+        partial = self.sink.partial
+        task = self.task
+        after = None if task is not None else self._last_task
+        if task is not None:
+            lines = self._within_budget(lines)
+        start, size = 0, 0
+        for i, line in enumerate(lines):
+            size += len(line[1]) + 16  # ~ its pickled overhead
+            if size >= FRAME_TEXT:
+                self._emit(Lines(task, lines[start : i + 1], after=after))
+                start, size = i + 1, 0
+        if start < len(lines):
+            self._emit(Lines(task, lines[start:], partial, after))
+
+    def _within_budget(self, lines: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+        """The lines the cell may still show; the rest is counted, its tail kept."""
+        if self._left <= 0:
+            self._tail.extend(lines)
+            self._dropped += sum(len(line[1]) + 1 for line in lines)
+            return []
+        kept = []
+        for i, line in enumerate(lines):
+            size = len(line[1]) + 1
+            if size > self._left:
+                cut = max(0, self._left - 1)
+                kept.append((line[0], line[1][:cut], line[2]))
+                self._dropped += size - cut
+                rest = lines[i + 1 :]
+                self._tail.extend(rest)
+                self._dropped += sum(len(r[1]) + 1 for r in rest)
+                self._left = 0
+                return kept
+            self._left -= size
+            kept.append(line)
+        return kept
+
+
+def _bind(path: str) -> socket.socket:
+    """Listen on ``path``, owner-only; a socket left by an earlier agent is replaced.
+
+    The socket is bound under a temporary name and renamed into place once it listens,
+    so whoever polls for ``path`` can connect as soon as it exists. Names are bound
+    relative to their folder (no other thread runs yet), as a deep home can make the full
+    path longer than the 108 bytes a socket address holds.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    temporary = f".{name}.{os.getpid()}"
+    cwd = os.getcwd()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    os.chdir(folder)
+    try:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        listener.bind(temporary)
+        os.chmod(temporary, 0o600)
+        listener.listen(8)
+        os.replace(temporary, name)
+    finally:
+        os.chdir(cwd)
+        os.umask(umask)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: set the node's environment, bind, serve until shutdown."""
+    parser = argparse.ArgumentParser(prog="python -m skyward.agent", description=__doc__)
+    parser.add_argument("--socket", required=True, help="UNIX socket path to listen on")
+    parser.add_argument("--node", type=int, default=0, help="this node's index")
+    parser.add_argument("--nodes", type=int, default=1, help="number of nodes in the cluster")
+    parser.add_argument("--cluster", default="", help="the cluster's id")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds without a word from the kernel before the instance shuts itself down",
+    )
+    parser.add_argument(
+        "--on-orphan", default="", help="shell command that shuts this instance down"
+    )
+    args = parser.parse_args(argv)
+    os.environ["SKYWARD_NODE"] = str(args.node)
+    os.environ["SKYWARD_NODES"] = str(args.nodes)
+    os.environ["SKYWARD_CLUSTER"] = args.cluster
+    supervisor = Supervisor(
+        args.socket, args.node, args.nodes, args.cluster, args.grace, args.on_orphan
+    )
+    supervisor.start()
+    return supervisor.wait()

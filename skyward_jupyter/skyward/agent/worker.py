@@ -1,0 +1,386 @@
+"""The worker: the process on a node that holds the namespace and runs cells with IPython.
+
+``python -m skyward.agent.worker --commands FD --events FD``, started by the supervisor.
+A cell is run by IPython's own ``InteractiveShell`` (core only: no kernel, no ZMQ), so it
+has a local cell's semantics by construction: ``;``, ``Out``/``_``, pretty printing,
+magics, ``!cmd``, ``display()``, ``matplotlib-inline`` figures, IPython's tracebacks.
+What IPython would send to a frontend goes to the supervisor instead, as messages of
+``skyward.protocol``: the display publisher, the display hook and the standard streams are
+the only seams.
+
+Messages are written by whichever thread produces them, under one lock; a
+``KeyboardInterrupt`` that arrives while the main thread holds it is raised when it lets
+go, so a message is never cut in half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import builtins
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from queue import SimpleQueue
+from typing import Any
+
+from .. import protocol, remote, wire
+from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run, Started
+from .streams import Writer, child_streams
+
+__all__ = ["Worker", "main"]
+
+FLUSH_INTERVAL = 0.01  # seconds between two sends of what the cell printed
+
+
+def _plain(value: Any) -> Any:
+    """Plain data only (the kernel refuses classes): bytes as base64 text, others as str."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class Worker:
+    """Runs cells from the command pipe; writes messages to the event pipe."""
+
+    def __init__(self, commands: int, events: int) -> None:
+        self._commands = commands
+        self._events = events
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self.chunks: list[tuple[str, str]] = []
+        self._points: list[tuple[str, float, float]] = []
+        self._queue: SimpleQueue[protocol.Message | None] = SimpleQueue()
+        self._state = threading.Lock()  # guards the fields below
+        self.task: str | None = None
+        self._interruptible = False
+        self._critical = 0
+        self._deferred = False
+        self._interrupt_pending = False
+        self._queued: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._sigints = 0
+        self._main = threading.main_thread().ident
+        self.last_traceback: list[str] | None = None
+        self.shell: Any = None
+
+    # -- messages out
+
+    def send(self, message: protocol.Message) -> None:
+        """Send ``message`` after everything printed before it."""
+        with self._critical_section():
+            self._send_streams()
+            self._write(wire.encode(protocol.encode(message)))
+
+    def flush_streams(self) -> None:
+        """Send what was printed so far, now (``sys.stdout.flush()``)."""
+        if os.getpid() != self._pid:
+            return
+        with self._critical_section():
+            self._send_streams()
+
+    def _send_streams(self) -> None:
+        chunks = self.chunks
+        if chunks:
+            n = len(chunks)
+            items = chunks[:n]
+            del chunks[:n]
+            self._write(wire.encode(protocol.encode(protocol.Stream(items))))
+        if self._points:
+            points, self._points = self._points, []
+            self._write(wire.encode(protocol.encode(protocol.Metrics(points))))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._events, view)
+            view = view[written:]
+
+    @contextmanager
+    def _critical_section(self) -> Any:
+        """Hold the lock; an interrupt that arrives meanwhile is raised afterwards."""
+        if os.getpid() != self._pid:  # a forked child must not write into our pipe
+            raise RuntimeError("skyward: display from a forked child is not supported")
+        main = threading.get_ident() == self._main
+        if main:
+            self._critical += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            if main:
+                self._critical -= 1
+                if self._deferred and not self._critical and self._interruptible:
+                    self._deferred = False
+                    raise KeyboardInterrupt
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if self.chunks or self._points:
+                try:
+                    with self._lock:
+                        self._send_streams()
+                except OSError:
+                    os._exit(1)  # the supervisor is gone
+
+    def record_metric(self, name: str, value: float, stamp: float) -> None:
+        """``skyward.metric()`` in a cell: sent with the next flush."""
+        self._points.append((name, value, stamp))
+
+    # -- commands in
+
+    def _command_loop(self) -> None:
+        decoder = wire.FrameDecoder(plain=True)
+        while True:
+            try:
+                data = os.read(self._commands, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(0)  # the supervisor closed our pipe: it is gone or stopping
+            for frame in decoder.feed(data):
+                message = protocol.decode(frame)
+                if isinstance(message, Run):
+                    with self._state:
+                        self._queued.add(message.task)
+                    self._queue.put(message)
+                elif isinstance(message, protocol.Interrupt):
+                    self._interrupt(message.task)
+                elif isinstance(message, protocol.Shutdown):
+                    self._queue.put(None)
+                else:
+                    self._queue.put(message)
+
+    def _interrupt(self, task: str) -> None:
+        with self._state:
+            if task == self.task:
+                if self._interruptible:
+                    threading.Thread(target=self._kick, args=(task,), daemon=True).start()
+                else:
+                    self._interrupt_pending = True
+            elif task in self._queued:
+                self._cancelled.add(task)
+
+    def _kick(self, task: str) -> None:
+        """Signal the main thread until its handler runs (one signal can be lost when it
+        lands just before a blocking call starts)."""
+        seen = self._sigints
+        for _ in range(200):
+            with self._state:
+                if self._sigints != seen or self.task != task or not self._interruptible:
+                    return
+                signal.pthread_kill(self._main, signal.SIGINT)  # type: ignore[arg-type]
+            time.sleep(0.05)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._sigints += 1
+        if not self._interruptible:
+            return
+        if self._critical:
+            self._deferred = True
+            return
+        raise KeyboardInterrupt
+
+    # -- cells
+
+    def serve(self) -> None:
+        """Start the shell, say ready, then run what the command pipe sends."""
+        from .shell import make_shell
+
+        self.shell = make_shell(self)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for target in (self._command_loop, self._flush_loop):
+            threading.Thread(target=target, daemon=True).start()
+        import IPython
+
+        self.send(protocol.WorkerReady(os.getpid(), IPython.__version__))
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            try:
+                if isinstance(message, Run):
+                    self._run(message)
+                elif isinstance(message, Configure):
+                    self._configure(message)
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived after its cell ended
+
+    def _configure(self, message: Configure) -> None:
+        os.environ.update({str(k): str(v) for k, v in message.env.items()})
+        remote._node = dict(message.node)
+        if message.colors:
+            try:
+                self.shell.colors = message.colors
+            except Exception:
+                pass
+
+    def _run(self, message: Run) -> None:
+        task = message.task
+        with self._state:
+            self.task = task
+            self._queued.discard(task)
+            self._interrupt_pending = task in self._cancelled
+            self._cancelled.discard(task)
+        self.send(Started(task))
+        began = time.perf_counter()
+        error = self._load_push(message.push) if message.push else None
+        if error is None:
+            error = self._execute(message)
+        pulled = pull_error = None
+        if error is None and message.pull:
+            pulled, pull_error = self._pull(message.pull)
+        _flush_c_streams()
+        done = Done(task, error is None, time.perf_counter() - began, error, pulled, pull_error)
+        self.send(done)
+        with self._state:
+            self.task = None
+
+    def _execute(self, message: Run) -> ErrorInfo | None:
+        shell = self.shell
+        if message.count:
+            shell.execution_count = message.count
+        self.last_traceback = None
+        result = None
+        try:
+            with self._state:
+                self._interruptible = True
+                pending = self._interrupt_pending
+            if pending:
+                raise KeyboardInterrupt
+            result = shell.run_cell(message.code, store_history=True)
+        except KeyboardInterrupt:  # before the cell's code, or inside IPython itself
+            self._interruptible = False
+            shell.showtraceback()
+            return self._describe(sys.exc_info()[1])
+        finally:
+            self._interruptible = False
+            self._deferred = False
+        exc = result.error_before_exec or result.error_in_exec
+        return None if exc is None else self._describe(exc)
+
+    def _describe(self, exc: BaseException | None) -> ErrorInfo:
+        """The exception as plain data, with IPython's own rendering of it."""
+        kind = type(exc)
+        name = kind.__name__
+        try:
+            evalue = str(exc)
+        except Exception:  # a broken __str__ must not lose the error
+            evalue = f"<unprintable {name}>"
+        stb = self.last_traceback
+        if stb is None:
+            stb = traceback.format_exception_only(kind, exc)
+        frames = [
+            (f.filename, f.lineno or 0, f.name, f.line or "")
+            for f in traceback.extract_tb(exc.__traceback__ if exc is not None else None)
+            if not f.filename.startswith(_IPYTHON_DIR)
+        ]
+        builtin = kind.__module__ == "builtins" and getattr(builtins, name, None) is kind
+        pickled = None
+        try:
+            import cloudpickle
+
+            pickled = cloudpickle.dumps(exc.with_traceback(None))  # type: ignore[union-attr]
+        except Exception:
+            pass
+        return ErrorInfo(name, evalue, list(stb), frames, kind.__module__, builtin, pickled)
+
+    def _load_push(self, push: dict[str, bytes]) -> ErrorInfo | None:
+        import cloudpickle
+
+        namespace = self.shell.user_ns
+        for name, blob in push.items():
+            try:
+                namespace[name] = cloudpickle.loads(blob)
+            except BaseException as exc:
+                info = self._describe(exc)
+                text = f"could not load variable '{name}' sent from the kernel: {exc}"
+                return ErrorInfo(info.ename, text, [f"{info.ename}: {text}\n"], module=info.module)
+        return None
+
+    def _pull(self, names: tuple[str, ...]) -> tuple[bytes | None, str | None]:
+        namespace = self.shell.user_ns
+        missing = [n for n in names if n not in namespace]
+        if missing:
+            return None, f"not defined on this node: {', '.join(missing)}"
+        try:
+            import cloudpickle
+
+            return cloudpickle.dumps({n: namespace[n] for n in names}), None
+        except Exception as exc:
+            return None, f"cannot pickle {', '.join(names)}: {type(exc).__name__}: {exc}"
+
+    # -- what IPython publishes
+
+    def display(self, data: dict, metadata: dict | None, transient: dict | None, update: bool):
+        """A display from the publisher (``display()``, a figure)."""
+        self.send(
+            Display(
+                self.task, _plain(data), _plain(metadata or {}), _plain(transient or {}), update
+            )
+        )
+
+    def clear(self, wait: bool) -> None:
+        self.send(Clear(self.task, wait))
+
+    def result(self, count: int, data: dict, metadata: dict) -> None:
+        """The cell's value, from the display hook."""
+        if self.task is not None:
+            self.send(Result(self.task, count, _plain(data), _plain(metadata)))
+
+
+_IPYTHON_DIR = ""
+
+
+def _flush_c_streams() -> None:
+    """What C code and ``sys.__stdout__`` buffered goes into the pipes before "done"."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry (the supervisor starts it)."""
+    global _IPYTHON_DIR
+    parser = argparse.ArgumentParser(prog="python -m skyward.agent.worker")
+    parser.add_argument("--commands", type=int, required=True, help="fd to read commands from")
+    parser.add_argument("--events", type=int, required=True, help="fd to write messages to")
+    args = parser.parse_args(argv)
+    for fd in (args.commands, args.events):
+        os.set_inheritable(fd, False)  # a cell's subprocesses must not hold our pipes
+    worker = Worker(args.commands, args.events)
+    sys.stdout = Writer("stdout", 1, worker.chunks.append, worker.flush_streams)
+    sys.stderr = Writer("stderr", 2, worker.chunks.append, worker.flush_streams)
+    os.register_at_fork(after_in_child=child_streams)
+    remote._emit = worker.record_metric
+    import IPython
+
+    _IPYTHON_DIR = os.path.dirname(IPython.__file__)
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    _status = main()
+    os._exit(_status)  # threads a cell left behind must not keep the worker alive

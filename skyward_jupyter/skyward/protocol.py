@@ -1,0 +1,355 @@
+"""The agent protocol: every message between the kernel, the supervisor and the worker.
+
+Three parties speak it. The kernel's client sends requests to the supervisor on the
+instance (over an SSH channel); the supervisor hands cells to its worker (over pipes) and
+numbers what comes back into frames for the kernel. Each message is a frozen dataclass
+here; on the wire it is a plain dict (``{"k": kind, field: value, ...}``, see ``wire``),
+so an instance can never send the kernel an object that runs code when loaded.
+
+Standard library only: uploaded to instances with the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "Clear",
+    "Configure",
+    "Crash",
+    "Display",
+    "Done",
+    "ErrorInfo",
+    "Hello",
+    "HelloReply",
+    "Interrupt",
+    "Kill",
+    "Lines",
+    "Message",
+    "Metrics",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Result",
+    "Run",
+    "Shutdown",
+    "Started",
+    "Stream",
+    "WorkerReady",
+    "Bye",
+    "decode",
+    "encode",
+]
+
+Line = tuple[str, str, bool]
+"""``(stream, text, overwrite)``: ``overwrite`` replaces the stream's previous line."""
+
+
+class ProtocolError(Exception):
+    """A message of an unknown kind, or with fields its kind does not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message; ``kind`` is its name on the wire."""
+
+    kind: ClassVar[str] = ""
+
+
+_KINDS: dict[str, type[Message]] = {}
+_NESTED: dict[type[Message], dict[str, type]] = {}
+
+
+def _message(kind: str, **nested: type) -> Any:
+    def register(cls: type[Message]) -> type[Message]:
+        cls.kind = kind
+        _KINDS[kind] = cls
+        if nested:
+            _NESTED[cls] = nested
+        return cls
+
+    return register
+
+
+# -- the kernel to the supervisor (and the supervisor to the worker) -------------------
+
+
+@_message("hello")
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Opens a channel; frames after ``since`` are replayed."""
+
+    since: int = 0
+
+
+@_message("run")
+@dataclass(frozen=True, slots=True)
+class Run(Message):
+    """Run a cell. ``count`` is the kernel's execution count (``In[count]`` on the node
+    too); ``push`` maps names to cloudpickles put in the namespace first; ``pull`` names
+    variables sent back pickled in ``Done.pulled``; output past ``max_output`` characters
+    is cut."""
+
+    task: str
+    code: str
+    count: int = 0
+    push: dict[str, bytes] | None = None
+    pull: tuple[str, ...] = ()
+    max_output: int = 10_000_000
+
+
+@_message("interrupt")
+@dataclass(frozen=True, slots=True)
+class Interrupt(Message):
+    """``KeyboardInterrupt`` in ``task`` if it runs; a queued one fails as it starts."""
+
+    task: str
+
+
+@_message("kill")
+@dataclass(frozen=True, slots=True)
+class Kill(Message):
+    """The cell did not stop: kill the worker (its variables are lost) and start afresh."""
+
+    task: str
+
+
+@_message("configure")
+@dataclass(frozen=True, slots=True)
+class Configure(Message):
+    """Environment variables for the cells, what ``skyward.node()`` answers, and the
+    traceback colours of the kernel's IPython."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    node: dict[str, Any] = field(default_factory=dict)
+    colors: str = ""
+
+
+@_message("ping")
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """A heartbeat (the supervisor answers it itself)."""
+
+    id: int
+
+
+@_message("shutdown")
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """Stop the agent: the running cell is interrupted, queued ones are dropped."""
+
+
+# -- the worker to the supervisor (then forwarded as frames) ---------------------------
+
+
+@_message("stream")
+@dataclass(frozen=True, slots=True)
+class Stream(Message):
+    """What the worker's ``sys.stdout``/``sys.stderr`` received, as ``(name, text)``."""
+
+    chunks: list[tuple[str, str]]
+
+
+@_message("worker")
+@dataclass(frozen=True, slots=True)
+class WorkerReady(Message):
+    """A worker started and can run cells."""
+
+    pid: int
+    ipython: str = ""
+
+
+@_message("started")
+@dataclass(frozen=True, slots=True)
+class Started(Message):
+    """A cell began on the worker."""
+
+    task: str
+
+
+@_message("display")
+@dataclass(frozen=True, slots=True)
+class Display(Message):
+    """A rich output (``display()``, a figure), in order with the cell's lines."""
+
+    task: str | None
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    transient: dict[str, Any] = field(default_factory=dict)
+    update: bool = False
+
+
+@_message("clear")
+@dataclass(frozen=True, slots=True)
+class Clear(Message):
+    """``clear_output(wait)`` on the node."""
+
+    task: str | None
+    wait: bool = False
+
+
+@_message("result")
+@dataclass(frozen=True, slots=True)
+class Result(Message):
+    """The value of the cell's last expression, formatted by the node's IPython."""
+
+    task: str
+    count: int
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A cell's exception as plain data.
+
+    ``traceback`` is IPython's own rendering (the lines a local cell shows), ``frames``
+    the cell's frames as ``(filename, line, function, source)``; ``builtin`` says the type
+    is a builtin exception (so the kernel can raise that type without unpickling);
+    ``pickled`` is the exception's cloudpickle, loaded only where the user asks.
+    """
+
+    ename: str
+    evalue: str
+    traceback: list[str] = field(default_factory=list)
+    frames: list[tuple[str, int, str, str]] = field(default_factory=list)
+    module: str = ""
+    builtin: bool = False
+    pickled: bytes | None = None
+
+
+@_message("done", error=ErrorInfo)
+@dataclass(frozen=True, slots=True)
+class Done(Message):
+    """A cell ended on the worker; ``dropped`` counts output characters cut."""
+
+    task: str
+    ok: bool
+    duration: float
+    error: ErrorInfo | None = None
+    pulled: bytes | None = None
+    pull_error: str | None = None
+    dropped: int = 0
+
+
+@_message("metrics")
+@dataclass(frozen=True, slots=True)
+class Metrics(Message):
+    """Samples ``(name, value, timestamp)``: the machine's and ``skyward.metric()``'s."""
+
+    points: list[tuple[str, float, float]]
+
+
+# -- the supervisor to the kernel ------------------------------------------------------
+
+
+@_message("hello-reply")
+@dataclass(frozen=True, slots=True)
+class HelloReply(Message):
+    """The supervisor's answer to ``Hello``: ``seq`` is the newest frame, ``oldest`` the
+    oldest still kept; ``running`` the task still running, ``worker`` the worker's state
+    (``ready``, ``starting`` or ``failed: why``)."""
+
+    pid: int
+    python: str
+    cwd: str
+    node: int
+    nodes: int
+    cluster: str
+    seq: int = 0
+    oldest: int = 1
+    running: str | None = None
+    worker: str = "starting"
+
+
+@_message("lines")
+@dataclass(frozen=True, slots=True)
+class Lines(Message):
+    """A batch of a node's output lines.
+
+    ``partial`` names the streams whose last line here is unfinished (no newline yet: a
+    progress bar). ``task`` is the cell they belong to; None for output written between
+    cells, with ``after`` the cell that ran last. ``panel_only`` lines are past the cell's
+    output budget: the panel's log shows them, the cell does not.
+    """
+
+    task: str | None
+    lines: list[Line]
+    partial: tuple[str, ...] = ()
+    after: str | None = None
+    panel_only: bool = False
+
+
+@_message("crash")
+@dataclass(frozen=True, slots=True)
+class Crash(Message):
+    """The worker died (the instance is fine): how, and the end of what it wrote.
+
+    ``task`` is the cell it was running (None between cells). ``status`` is its exit
+    status, or ``signal`` the signal that killed it; ``oom`` says the kernel's OOM killer
+    did. ``restarted`` says a fresh worker is starting.
+    """
+
+    task: str | None
+    pid: int
+    status: int | None = None
+    signal: int | None = None
+    signame: str = ""
+    oom: bool = False
+    killed: bool = False
+    detail: str = ""
+    stderr_tail: str = ""
+    restarted: bool = True
+
+
+@_message("pong")
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    """The answer to ``Ping``, with the supervisor's clock."""
+
+    id: int
+    time: float
+
+
+@_message("bye")
+@dataclass(frozen=True, slots=True)
+class Bye(Message):
+    """The supervisor is stopping (after ``Shutdown``)."""
+
+
+_FIELDS: dict[type[Message], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _KINDS.values()
+}
+
+
+def encode(message: Message) -> dict[str, Any]:
+    """``message`` as the plain dict that travels."""
+    cls = type(message)
+    out: dict[str, Any] = {"k": cls.kind}
+    nested = _NESTED.get(cls)
+    for name in _FIELDS[cls]:
+        value = getattr(message, name)
+        if nested and name in nested and value is not None:
+            value = dataclasses.asdict(value)
+        out[name] = value
+    return out
+
+
+def decode(data: dict[str, Any]) -> Message:
+    """The message a plain dict holds; ``ProtocolError`` if it is not one."""
+    values = dict(data)
+    kind = values.pop("k", None)
+    cls = _KINDS.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    nested = _NESTED.get(cls)
+    try:
+        if nested:
+            for name, inner in nested.items():
+                if isinstance(values.get(name), dict):
+                    values[name] = inner(**values[name])
+        return cls(**values)
+    except TypeError as exc:
+        raise ProtocolError(f"bad {kind!r} message: {exc}") from None
