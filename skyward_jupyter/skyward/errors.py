@@ -195,6 +195,10 @@ class RemoteInterrupt(KeyboardInterrupt):
         return self.lines
 
 
+# The kernel reports it by this name, as it reports a local interrupt.
+RemoteInterrupt.__name__ = RemoteInterrupt.__qualname__ = "KeyboardInterrupt"
+
+
 class CompositeError(RemoteError):
     """A cell raised on several nodes; lists each, the first few in full."""
 

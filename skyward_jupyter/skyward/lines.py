@@ -18,6 +18,7 @@ from operator import itemgetter
 __all__ = ["PROGRESS_INTERVAL", "LineSink"]
 
 PROGRESS_INTERVAL = 0.1  # seconds between two provisional states of one line (tqdm's pace)
+UNFINISHED_DELAY = 0.03  # seconds an unfinished line waits for its end before it is shown
 
 _first = itemgetter(0)
 _second = itemgetter(1)
@@ -78,10 +79,13 @@ class LineSink:
             if st.buf and st.buf != st.shown:
                 if st.born is None:
                     st.born = now
-                # a line is shown unfinished only once it has waited a flush (not while
+                # a line is shown unfinished only once it has waited a little (not while
                 # print() is between its text and its "\n"), and a progress bar is redrawn
                 # at most every PROGRESS_INTERVAL
-                due = now - st.when >= PROGRESS_INTERVAL if st.open else now > st.born
+                if st.open:
+                    due = now - st.when >= PROGRESS_INTERVAL
+                else:
+                    due = now - st.born >= UNFINISHED_DELAY
                 if due or end:
                     out.append((name, st.buf, st.open))
                     st.open, st.shown, st.when = True, st.buf, now

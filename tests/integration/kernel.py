@@ -12,6 +12,7 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+OUT = re.compile(r"Out\[(\d+):\d+\]: ")
 
 
 @dataclass
@@ -50,6 +51,31 @@ class Result:
             elif kind == "execute_result":
                 parts.append(content["data"].get("text/plain", ""))
         return "\n".join(parts)
+
+    def streams(self) -> list[tuple[str, str]]:
+        """The ``stream`` messages, as ``(name, text)``."""
+        return [
+            (m["content"]["name"], m["content"]["text"])
+            for _, m in self.messages
+            if m["msg_type"] == "stream"
+        ]
+
+    def values(self) -> dict[int, str]:
+        """Each node's cell value: ``Out[node:count]: v`` displays (several nodes) or the
+        ``execute_result`` (one unprefixed node), by node."""
+        found: dict[int, str] = {}
+        for _, msg in self.messages:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind not in ("display_data", "execute_result"):
+                continue
+            node = content.get("metadata", {}).get("skyward", {}).get("node")
+            text = ANSI.sub("", content["data"].get("text/plain", ""))
+            match = OUT.match(text)
+            if match:
+                found[int(match[1])] = text[match.end() :]
+            elif kind == "execute_result" and node is not None:
+                found[node] = text
+        return found
 
     def error(self) -> dict[str, Any] | None:
         for _, msg in self.messages:

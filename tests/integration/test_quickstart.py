@@ -43,7 +43,7 @@ def test_quickstart_notebook_runs_headless(pytestconfig):
         assert run.count(f"[node {node}] step 49") == 1
         assert f"[node {node}] step 48" not in run
         assert re.search(rf"\[node {node}\] hello from node {node} \d+", run)
-        assert f"[node {node}] 42" in again
+        assert f"Out[{node}:" in again and "]: 42" in again
     assert "node 0" in status and "node 1" in status and "ready" in status
     assert re.search(r"cluster sky-\w+ destroyed \(2 instance\(s\)\)", down)
     assert set(live_processes()) - before == set()
@@ -85,9 +85,7 @@ def test_output_streams_before_the_cell_ends(cluster):
     )
     result = cluster.execute(code)
     assert result.ok, result.text()
-    shown = [
-        t for t, m in result.messages if m["msg_type"] in ("display_data", "update_display_data")
-    ]
+    shown = [t for t, m in result.messages if m["msg_type"] == "stream"]
     assert shown, result.messages
     # The first lines were on screen more than a second before the cell went idle.
     assert result.idle_at - shown[0] > 0.8
@@ -102,7 +100,7 @@ def test_remote_exception_fails_the_cell_with_the_remote_traceback(cluster):
     error = result.error()
     text = ANSI.sub("", "\n".join(error["traceback"]))
     assert "[node 1]" in text and "KeyError" in text and "'missing'" in text
-    assert re.search(r"<skyward-cell-\d+>\", line 5", text)
+    assert re.search(r"Cell In\[\d+\], line 5", text)  # the cell's own line numbers
     assert "return {}['missing']" in text
     assert "agent.py" not in text and "skyward/pool.py" not in text
 
@@ -119,7 +117,7 @@ def test_interrupt_reaches_the_remote_cell_and_the_cluster_stays_usable(cluster)
     assert result.error()["ename"] == "KeyboardInterrupt"
     after = cluster.execute("%%skyward run\n'still here'\n")
     assert after.ok, after.text()
-    assert "[node 0] 'still here'" in after.text() and "[node 1] 'still here'" in after.text()
+    assert after.values() == {0: "'still here'", 1: "'still here'"}
 
 
 def test_targeting_one_node(cluster):

@@ -33,12 +33,12 @@ def ok(kernel, code, **kw):
 
 def test_variables_in_automatically_and_forced(k):
     ok(k, "a = 5\nimport os as _os\nhidden = 7")
-    assert "[node 0] 10" in ok(k, "%%skyward run\na * 2").text()
+    assert ok(k, "%%skyward run\na * 2").values()[0] == "10"
     # a name the cell defines itself is not sent; --no-push sends nothing
-    assert "[node 1] 3" in ok(k, "%%skyward run\na = 3\na").text()
+    assert ok(k, "%%skyward run\na = 3\na").values()[1] == "3"
     text = k.execute("%%skyward run --no-push\ndel a\na").text()
     assert "NameError" in text
-    assert "[node 0] 7" in ok(k, "%%skyward run --push hidden --no-push\nhidden").text()
+    assert ok(k, "%%skyward run --push hidden --no-push\nhidden").values()[0] == "7"
 
 
 def test_unpicklable_variable_fails_before_running(k):
@@ -47,13 +47,13 @@ def test_unpicklable_variable_fails_before_running(k):
     assert not result.ok
     assert result.error()["ename"] == "PushError"
     assert "variable 'lock'" in result.text() and "pickle" in result.text()
-    assert "[node 0] 0" in ok(k, "%%skyward run --no-push\nglobals().get('ran', 0)").text()
+    assert ok(k, "%%skyward run --no-push\nglobals().get('ran', 0)").values()[0] == "0"
 
 
 def test_large_push_warns_with_the_size(k):
     ok(k, "big = b'x' * (101 * 1000 * 1000)")
     result = ok(k, "%%skyward run --on 0\nlen(big)", timeout=120)
-    assert "[node 0] 101000000" in result.text() or "101000000" in result.text()
+    assert result.values() == {0: "101000000"}
     warnings = [m["content"]["text"] for _, m in result.messages if m["msg_type"] == "stream"]
     assert any("101.0 MB" in w and "big" in w for w in warnings)
     ok(k, "del big")
@@ -76,14 +76,14 @@ def test_rich_output_in_order_tagged_by_node(k):
         "print('before')\ndisplay(Html())\nprint('after')\nHtml()\n"
     )
     result = ok(k, code)
-    shown = [m["content"] for _, m in result.messages if m["msg_type"] in ("display_data",)]
-    kinds = [("html" if "text/html" in c["data"] else "text") for c in shown]
+    shown = [m for _, m in result.messages if m["msg_type"] in ("display_data", "stream")]
+    kinds = [("html" if "text/html" in m["content"].get("data", {}) else "text") for m in shown]
     assert kinds == ["text", "html", "text", "html"]
-    assert all(
-        c["metadata"].get("skyward", {}).get("node") == 1 for c in shown if "text/html" in c["data"]
-    )
-    texts = list(result.displays().values())
-    assert "before" in texts[0] and "after" in texts[2]
+    rich = [m["content"] for m in shown if m["msg_type"] == "display_data"]
+    assert all(c["metadata"].get("skyward", {}).get("node") == 1 for c in rich)
+    assert rich[1]["data"]["text/plain"].startswith("Out[1:")  # the value, labelled by node
+    texts = [m["content"]["text"] for m in shown if m["msg_type"] == "stream"]
+    assert texts == ["[node 1] before\n", "[node 1] after\n"]
 
 
 def test_matplotlib_figure_arrives_as_png(k):
@@ -119,8 +119,8 @@ def test_output_flushed_on_error_and_interleaving_kept(k):
     )
     result = k.execute(code)
     assert not result.ok
-    block = next(t for t in result.displays().values() if "out 0" in t)
-    words = [line.removeprefix("[node 0] ").split() for line in block.splitlines()]
+    block = "".join(text for _, text in result.streams())
+    words = [line.removeprefix("[node 0] ").split() for line in block.splitlines()[:6]]
     assert [w[0] + w[1] for w in words] == [
         "out0",
         "err0",
@@ -142,16 +142,12 @@ def test_unicode_long_lines_and_binary_junk(k):
 
 
 def test_targeting_and_grouped_outputs(k):
-    assert "[node 0]" in ok(k, "%%skyward run --on head\n'h'").text()
+    assert ok(k, "%%skyward run --on head\n'h'").values() == {0: "'h'"}
     result = ok(
         k, "%%skyward run --group-outputs\nimport os\nprint('n', os.environ['SKYWARD_NODE'])"
     )
-    texts = [
-        m["content"]["data"]["text/plain"]
-        for _, m in result.messages
-        if m["msg_type"] == "display_data"
-    ]
-    assert texts == ["── node 0 ──", "n 0", "── node 1 ──", "n 1"]
+    text = "".join(text for name, text in result.streams() if name == "stdout")
+    assert text == "── node 0 ──\nn 0\n── node 1 ──\nn 1\n"
 
 
 def test_distributed_environment_and_node_info(k):
@@ -161,8 +157,8 @@ def test_distributed_environment_and_node_info(k):
         "(env['RANK'], env['WORLD_SIZE'], env['MASTER_ADDR'] == info.addresses[0], info.head)"
     )
     text = ok(k, code).text()
-    assert "[node 0] ('0', '2', True, True)" in text
-    assert "[node 1] ('1', '2', True, False)" in text
+    assert "('0', '2', True, True)" in text and "Out[0:" in text
+    assert "('1', '2', True, False)" in text and "Out[1:" in text
 
 
 def test_timeout_interrupts_and_the_next_cell_runs(k):
@@ -171,7 +167,7 @@ def test_timeout_interrupts_and_the_next_cell_runs(k):
     assert time.monotonic() - start < 10
     assert result.error()["ename"] == "CellTimeout"
     assert "KeyboardInterrupt at line 3" in result.text()
-    assert "[node 1] 2" in ok(k, "%%skyward run\n1 + 1").text()
+    assert ok(k, "%%skyward run\n1 + 1").values()[1] == "2"
 
 
 def test_double_interrupt_kills_and_restarts_clean(k):
@@ -188,6 +184,6 @@ def test_double_interrupt_kills_and_restarts_clean(k):
     assert result.error()["ename"] == "KeyboardInterrupt"
     text = result.text()
     assert "killed" in text and "variables are lost" in text
-    after = ok(k, "%%skyward run --no-push\n'kept' in globals()").text()
-    assert "[node 0] False" in after and "[node 1] False" in after
-    assert "[node 1] 'still here'" in ok(k, "%%skyward run\n'still' + ' here'").text()
+    after = ok(k, "%%skyward run --no-push\n'kept' in globals()").values()
+    assert after == {0: "False", 1: "False"}
+    assert ok(k, "%%skyward run\n'still' + ' here'").values()[1] == "'still here'"

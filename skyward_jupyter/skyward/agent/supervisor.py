@@ -312,12 +312,21 @@ class Supervisor:
         name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else ""
         tail = worker.stderr_text()
         log(f"worker {worker.pid} ended: {words}")
+        worker.close()
         with self._flush_lock:
             running = self.task
             self._finish_cell()
             queued = [t for t in self._sent if t != running]
+            self._sent.clear()
+            if restart:
+                self._start_worker()  # before the kernel hears: its next cell finds it
+            else:
+                self.worker = None
+                failed = f"failed: {words}" + (f": {tail.strip()[-500:]}" if tail else "")
+                self.worker_state = failed
             affected: list[str | None] = [running, *queued] if running else queued
             for task in affected or [None]:
+                detail = words if task == running else f"{words} before the cell started"
                 crash = Crash(
                     task,
                     worker.pid,
@@ -326,19 +335,12 @@ class Supervisor:
                     name,
                     oom,
                     worker.killed,
-                    words if task == running else f"{words} before the cell started",
+                    detail,
                     tail,
                     restart,
                 )
                 self._emit(crash)
                 self._close_cell(task)
-            self._sent.clear()
-        worker.close()
-        if restart:
-            self._start_worker()
-        else:
-            self.worker = None
-            self.worker_state = f"failed: {words}" + (f": {tail.strip()[-500:]}" if tail else "")
 
     # -- lines and metrics
 
@@ -394,7 +396,8 @@ class Supervisor:
             size = len(line[1]) + 1
             if size > self._left:
                 cut = max(0, self._left - 1)
-                kept.append((line[0], line[1][:cut], line[2]))
+                if cut:
+                    kept.append((line[0], line[1][:cut], line[2]))
                 self._dropped += size - cut
                 rest = lines[i + 1 :]
                 self._tail.extend(rest)

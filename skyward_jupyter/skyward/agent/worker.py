@@ -59,6 +59,7 @@ class Worker:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.chunks: list[tuple[str, str]] = []
+        self._held = False
         self._points: list[tuple[str, float, float]] = []
         self._queue: SimpleQueue[protocol.Message | None] = SimpleQueue()
         self._state = threading.Lock()  # guards the fields below
@@ -89,13 +90,21 @@ class Worker:
         with self._critical_section():
             self._send_streams()
 
-    def _send_streams(self) -> None:
+    def _send_streams(self, hold: bool = False) -> None:
+        """Send the chunks printed so far; ``hold`` keeps back a last chunk with no
+        newline once (``print`` writes its text and its newline apart)."""
         chunks = self.chunks
         if chunks:
             n = len(chunks)
+            if hold and not self._held and not chunks[n - 1][1].endswith("\n"):
+                self._held = True
+                n -= 1
+            else:
+                self._held = False
             items = chunks[:n]
             del chunks[:n]
-            self._write(wire.encode(protocol.encode(protocol.Stream(items))))
+            if items:
+                self._write(wire.encode(protocol.encode(protocol.Stream(items))))
         if self._points:
             points, self._points = self._points, []
             self._write(wire.encode(protocol.encode(protocol.Metrics(points))))
@@ -130,7 +139,7 @@ class Worker:
             if self.chunks or self._points:
                 try:
                     with self._lock:
-                        self._send_streams()
+                        self._send_streams(hold=True)
                 except OSError:
                     os._exit(1)  # the supervisor is gone
 

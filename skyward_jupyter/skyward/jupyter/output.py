@@ -161,7 +161,7 @@ class CellOutput:
         node = self._tasks.get(event.task_id)  # type: ignore[arg-type]
         if node is None or event.panel_only:
             return
-        prefix = f"[node {node}] " if self._prefixed else ""
+        prefix = f"[node {node}] " if self._prefixed and not self._grouped else ""
         last = {stream: i for i, (stream, _, _) in enumerate(event.lines)}
         partial = {last[s] for s in event.partial if s in last}
         pieces: list[tuple[str, str]] = []
@@ -248,13 +248,22 @@ class CellOutput:
                 self._context.run(_send, kind, payload)
 
 
+_last_stream: list[Any] = [None]  # the stream written last, flushed before the other's
+
+
 def _send(kind: str, payload: Any) -> None:
     """One output of the cell, through the kernel's own machinery (so the frontend gets
     exactly the messages a local cell sends)."""
     if kind == "stream":
         stream, text = payload
-        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+        target = sys.stderr if stream == "stderr" else sys.stdout
+        last = _last_stream[0]
+        if last is not None and last is not target:
+            last.flush()  # ipykernel buffers each stream apart: keep their interleaving
+        _last_stream[0] = target
+        target.write(text)
         return
+    _last_stream[0] = None
     shell = InteractiveShell.instance() if InteractiveShell.initialized() else None
     if kind == "display":
         data, metadata, transient, update = payload

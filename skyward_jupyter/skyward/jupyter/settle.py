@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import InstancePreemptedError, RemoteCrash
 from ..protocol import Crash, Done, ErrorInfo
 from .output import CellOutput
+from .remote_errors import where
 from .variables import describe_size, unpickle_pulled
 
 __all__ = ["Outcome", "remote_source", "settle"]
@@ -70,12 +71,18 @@ def settle(cell: Any, view: CellOutput, interrupted: bool, prefixed: bool, budge
         elif isinstance(answer, BaseException):
             out.lost.append(f"node {node.node}: {answer}")
         elif isinstance(answer, Done):
-            _done(node.node, answer, view, stopping, budget, out)
+            _done(node.node, answer, view, stopping, cell.timed_out, budget, out)
     return out
 
 
 def _done(
-    node: int, answer: Done, view: CellOutput, stopping: bool, budget: int, out: Outcome
+    node: int,
+    answer: Done,
+    view: CellOutput,
+    stopping: bool,
+    timed_out: bool,
+    budget: int,
+    out: Outcome,
 ) -> None:
     if answer.dropped:
         view.note(
@@ -93,5 +100,7 @@ def _done(
     if stopping and error.ename == "KeyboardInterrupt":
         out.interrupts.append((node, error))
         out.stopped.append(node)
+        if timed_out:
+            view.note(node, where(error))
     else:
         out.errors.append((node, error))
