@@ -178,9 +178,9 @@ class RemoteError(SkywardError):
         return cloudpickle.loads(self._pickled)  # type: ignore[no-any-return]
 
     def _render_traceback_(self) -> list[str]:
+        if not self.prefixed:  # exactly what IPython on the node rendered
+            return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
         lines = "".join(self.traceback).rstrip("\n").split("\n") if self.traceback else []
-        if not self.prefixed:
-            return lines or [f"{self.ename}: {self.evalue}"]
         return [f"\x1b[31m[node {self.node}] remote {self.ename}\x1b[0m", *lines]
 
 

@@ -119,16 +119,14 @@ def test_output_flushed_on_error_and_interleaving_kept(k):
     )
     result = k.execute(code)
     assert not result.ok
-    block = "".join(text for _, text in result.streams())
-    words = [line.removeprefix("[node 0] ").split() for line in block.splitlines()[:6]]
-    assert [w[0] + w[1] for w in words] == [
-        "out0",
-        "err0",
-        "out1",
-        "err1",
-        "out2",
-        "err2",
-    ]
+    # each stream in order (a local kernel, too, sends each stream's buffer apart)
+    streams = {"stdout": "", "stderr": ""}
+    for name, text in result.streams():
+        streams[name] += text
+    shown = {
+        k: [line.removeprefix("[node 0] ") for line in v.splitlines()] for k, v in streams.items()
+    }
+    assert shown == {"stdout": ["out 0", "out 1", "out 2"], "stderr": ["err 0", "err 1", "err 2"]}
 
 
 def test_unicode_long_lines_and_binary_junk(k):

@@ -248,22 +248,14 @@ class CellOutput:
                 self._context.run(_send, kind, payload)
 
 
-_last_stream: list[Any] = [None]  # the stream written last, flushed before the other's
-
-
 def _send(kind: str, payload: Any) -> None:
     """One output of the cell, through the kernel's own machinery (so the frontend gets
     exactly the messages a local cell sends)."""
     if kind == "stream":
         stream, text = payload
-        target = sys.stderr if stream == "stderr" else sys.stdout
-        last = _last_stream[0]
-        if last is not None and last is not target:
-            last.flush()  # ipykernel buffers each stream apart: keep their interleaving
-        _last_stream[0] = target
-        target.write(text)
+        # ipykernel buffers each stream apart, as it does a local cell's
+        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
         return
-    _last_stream[0] = None
     shell = InteractiveShell.instance() if InteractiveShell.initialized() else None
     if kind == "display":
         data, metadata, transient, update = payload

@@ -25,7 +25,10 @@ def _remote_class(name: str, builtin: bool) -> type[RemoteError]:
     """A ``RemoteError`` named ``name``, mixed with the builtin type of that name (if
     ``builtin``) so that ``except`` clauses for it work."""
     found = getattr(builtins, name, None) if builtin else None
-    if not (isinstance(found, type) and issubclass(found, Exception)):
+    # IPython shows a SyntaxError its own way, without _render_traceback_: keep it apart
+    if not (isinstance(found, type) and issubclass(found, Exception)) or issubclass(
+        found, SyntaxError
+    ):
         if not name.isidentifier():
             return RemoteError
         return type(name, (RemoteError,), {"__module__": "skyward.errors"})

@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from ..events import (
 )
 from ..lines import LineSink
 from .agent_client import AgentClient
+from .packages import worker_requirements
 from .ssh import connect
 
 __all__ = ["Bootstrapper", "agent_bundle"]
@@ -64,8 +64,6 @@ AGENT_MODULES = (
     "agent/shell.py",
     "agent/worker.py",
 )
-WORKER_PACKAGES = ("ipython", "cloudpickle", "matplotlib-inline")
-"""What the worker imports, installed on the node at the kernel's own versions."""
 
 
 class PhaseFailed(SkywardError):
@@ -95,11 +93,6 @@ def agent_bundle() -> bytes:
         for name in AGENT_MODULES:
             tar.add(package / name, arcname=f"skyward/{name}")
     return buffer.getvalue()
-
-
-def worker_requirements() -> list[str]:
-    """The worker's packages pinned to the versions this kernel runs."""
-    return [f"{name}=={version(name)}" for name in WORKER_PACKAGES]
 
 
 class Bootstrapper:
