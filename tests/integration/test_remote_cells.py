@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +187,80 @@ def test_double_interrupt_kills_and_restarts_clean(k):
     after = ok(k, "%%skyward run --no-push\n'kept' in globals()").values()
     assert after == {0: "False", 1: "False"}
     assert ok(k, "%%skyward run\n'still' + ' here'").values()[1] == "'still here'"
+
+
+def _crash(k, code):
+    before = ok(k, "from skyward.jupyter.extension import pool\nsorted(pool().current.instances)")
+    started = time.monotonic()
+    result = k.execute("%%skyward run --on 0\nprint('last words', flush=True)\n" + code)
+    took = time.monotonic() - started
+    assert not result.ok and result.error()["ename"] == "RemoteCrash"
+    assert "[node 0] last words\n" in [text for _, text in result.streams()]
+    after = ok(k, "sorted(pool().current.instances)")
+    assert after.text() == before.text()  # the same instance: nothing was replaced
+    return result, took
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("import os\nos._exit(3)", "exited with status 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "killed by SIGSEGV"),
+    ],
+)
+def test_a_crash_in_user_code_is_a_remote_crash_not_a_preemption(k, code, words):
+    ok(k, "%%skyward run --on 0 --no-push\nkept = 1")
+    result, took = _crash(k, code)
+    assert took < 2.0, took
+    assert words in result.error()["evalue"] and "variables are gone" in result.error()["evalue"]
+    assert ok(k, "%%skyward run --on 0 --no-push\n'kept' in globals()").values() == {0: "False"}
+    events = ok(k, "[type(e).__name__ for e in pool().history]").text()
+    assert "InstancePreempted" not in events
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.access("/sys/fs/cgroup/memory", os.W_OK),
+    reason="needs root and a writable cgroup v1 memory controller to cap the worker",
+)
+def test_the_oom_killer_is_named_in_the_cell(k):
+    pid = int(ok(k, "%%skyward run --on 0 --no-push\nimport os\nos.getpid()").values()[0])
+    group = Path(f"/sys/fs/cgroup/memory/skyward-cell-{os.getpid()}")
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(200 << 20))
+        (group / "memory.memsw.limit_in_bytes").write_text(str(200 << 20))
+        (group / "cgroup.procs").write_text(str(pid))
+        result, _ = _crash(k, "hog = bytearray(1 << 30)")
+        assert "OOM killer" in result.error()["evalue"]
+    finally:
+        for leftover in (group / "cgroup.procs").read_text().split():
+            Path("/sys/fs/cgroup/memory/cgroup.procs").write_text(leftover)
+        group.rmdir()
+
+
+def test_a_remote_builtin_error_is_caught_as_its_type(k):
+    code = (
+        "from skyward.jupyter.extension import dispatch\n"
+        "try:\n"
+        "    await dispatch('run --on 0', 'raise ValueError(\"v\")')\n"
+        "except ValueError as exc:\n"
+        "    caught = (type(exc).__name__, isinstance(exc, ValueError), str(exc))\n"
+    )
+    ok(k, code)
+    assert ok(k, "caught").text().strip().endswith("('ValueError', True, '[node 0] v')")
+
+
+def test_a_remote_exception_is_never_unpickled_in_the_kernel(k, tmp_path):
+    marker = tmp_path / "ran-in-the-kernel"
+    code = (
+        "%%skyward run --on 0\n"
+        "import os\n"
+        "class Evil(Exception):\n"
+        "    def __reduce__(self):\n"
+        f"        return (os.system, ('touch {marker}',))\n"
+        "raise Evil('boom')\n"
+    )
+    result = k.execute(code)
+    assert result.error()["ename"] == "Evil"
+    time.sleep(0.5)
+    assert not marker.exists()

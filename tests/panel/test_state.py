@@ -89,6 +89,19 @@ def test_events_of_a_replaced_instance_are_not_shown(events):
     assert state.nodes[ni.node].log.total == before
 
 
+def test_lines_after_a_cell_are_marked_with_it(events):
+    from skyward.core.outputs import LogLines
+    from skyward.events import TaskStarted
+
+    state = replay(events)
+    ni = next(e for _, e in events if isinstance(e, Log)).instance
+    apply(state, TaskStarted("t-9", ni, "cell 9"), 0.0)
+    apply(state, LogLines(ni, "t-9", (("stdout", "in the cell", False),)), 0.0)
+    apply(state, LogLines(ni, None, (("stdout", "late", False),), after="t-9"), 0.0)
+    tail = state.nodes[ni.node].log.lines()[-2:]
+    assert tail == [("stdout", "in the cell"), ("stdout", "(after cell 9) late")]
+
+
 # -- the ring ---------------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ class Worker:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.chunks: list[tuple[str, str]] = []
-        self._held = False
+        self._held: tuple[str, str] | None = None
         self._points: list[tuple[str, float, float]] = []
         self._queue: SimpleQueue[protocol.Message | None] = SimpleQueue()
         self._state = threading.Lock()  # guards the fields below
@@ -96,11 +96,12 @@ class Worker:
         chunks = self.chunks
         if chunks:
             n = len(chunks)
-            if hold and not self._held and not chunks[n - 1][1].endswith("\n"):
-                self._held = True
+            last = chunks[n - 1]
+            if hold and last is not self._held and not last[1].endswith("\n"):
+                self._held = last  # kept once; still last at the next flush, it goes
                 n -= 1
             else:
-                self._held = False
+                self._held = None
             items = chunks[:n]
             del chunks[:n]
             if items:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.outputs import LogLines
+from ...core.outputs import LogLines, WorkerCrashed
 from ...events import (
     BootstrapCommand,
     BootstrapFailed,
@@ -278,6 +278,7 @@ class PanelState:
     nodes: dict[int, NodeView] = field(default_factory=dict)
     errors: list[ErrorView] = field(default_factory=list)
     node_of: dict[str, int] = field(default_factory=dict)
+    task_names: dict[str, str] = field(default_factory=dict)
     events: int = 0
 
     def node(self, node: int) -> NodeView:
@@ -340,8 +341,18 @@ def apply(state: PanelState, event: Any, now: float) -> PanelState:
         view = _own(state, event.instance)
         if view is not None:
             add = view.log.add
-            for stream, line, overwrite in event.lines:
-                add(stream, line, overwrite)
+            if event.task_id is None and event.after is not None:  # a thread, after its cell
+                mark = f"(after {state.task_names.get(event.after, event.after)}) "
+                for stream, line, overwrite in event.lines:
+                    add(stream, mark + line, overwrite)
+            else:
+                for stream, line, overwrite in event.lines:
+                    add(stream, line, overwrite)
+        return state
+    if kind is WorkerCrashed:
+        view = _own(state, event.instance)
+        if view is not None:
+            view.log.add("meta", f"✗ {event.crash.detail} (a fresh process runs the next cell)")
         return state
     if kind is Log:
         view = _own(state, event.instance)
@@ -429,6 +440,7 @@ def apply(state: PanelState, event: Any, now: float) -> PanelState:
             _advance(cluster, "ready")
         case TaskStarted(task_id=task, instance=ni, function_name=name):
             view = _own(state, ni)
+            state.task_names[task] = name
             if view is not None:
                 view.state, view.task = "busy", task
                 view.log.add("meta", f"▶ {name} {task}")
