@@ -9,6 +9,7 @@ SkywardError
 ├── AgentError          the agent on an instance broke the protocol or went away
 ├── CellTimeout         a remote cell ran past its --timeout (also a TimeoutError)
 ├── InstancePreemptedError  the node a cell ran on was lost
+├── LedgerError         the ledger of launched instances cannot be kept safely
 └── RemoteError         a cell raised on an instance (carries the remote traceback)
     └── CompositeError  a cell raised on several nodes
 """
@@ -22,6 +23,7 @@ __all__ = [
     "CellTimeout",
     "CompositeError",
     "InstancePreemptedError",
+    "LedgerError",
     "ProvisionError",
     "RemoteError",
     "SkywardError",
@@ -51,6 +53,10 @@ class ProvisionError(SkywardError):
 
 class CapacityError(ProvisionError):
     """The provider has no capacity for the offer asked for."""
+
+
+class LedgerError(SkywardError):
+    """The ledger of launched instances cannot be read, or written without losing some."""
 
 
 class TransportError(SkywardError):
