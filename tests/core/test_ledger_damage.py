@@ -161,3 +161,11 @@ def test_a_damaged_file_that_cannot_be_kept_aside_is_not_overwritten(tmp_path, m
         ledger.begin("aws", "sky-2", 0, ClusterSpec("aws"))
     assert path.read_text() == '{"sky-1/0/aa": {"key": "sky-1/0/aa"'
     assert "cannot read the ledger" in ledger.check()[-1]
+
+
+def test_every_field_of_an_entry_is_type_checked_when_read():
+    from dataclasses import fields
+
+    from skyward.core.ledger import _TYPES, LedgerEntry
+
+    assert set(_TYPES) == {f.name for f in fields(LedgerEntry)}
