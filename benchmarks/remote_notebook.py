@@ -26,7 +26,8 @@ CELLS = [
     "y = np.sin(x) + rng.normal(0, 0.1, x.size)\ny.mean(), y.std()",
     "fig, ax = plt.subplots()\nax.plot(x, y, '.')\nax.set_title('noisy sine');",
     "coef = np.polyfit(x, y, 7)\ncoef",
-    "fit = np.polyval(coef, x)\nresidual = y - fit\nprint(f'rms {np.sqrt((residual**2).mean()):.4f}')",
+    "fit = np.polyval(coef, x)\nresidual = y - fit\n"
+    "print(f'rms {np.sqrt((residual**2).mean()):.4f}')",
     "plt.plot(x, fit)\nplt.plot(x, y, ',');",
     "a = rng.normal(size=(300, 300))\nb = a @ a.T\nb.shape",
     "w, v = np.linalg.eigh(b)\nw[-3:]",

@@ -9,6 +9,7 @@ SkywardError
 ├── AgentError          the agent on an instance broke the protocol or went away
 ├── CellTimeout         a remote cell ran past its --timeout (also a TimeoutError)
 ├── InstancePreemptedError  the node a cell ran on was lost
+├── LedgerError         the ledger of launched instances cannot be kept safely
 ├── RemoteCrash         the process running a cell died (the instance is fine)
 └── RemoteError         a cell raised on an instance (carries the remote traceback)
     └── CompositeError  a cell raised on several nodes
@@ -27,6 +28,7 @@ __all__ = [
     "CellTimeout",
     "CompositeError",
     "InstancePreemptedError",
+    "LedgerError",
     "ProvisionError",
     "RemoteCrash",
     "RemoteError",
@@ -58,6 +60,10 @@ class ProvisionError(SkywardError):
 
 class CapacityError(ProvisionError):
     """The provider has no capacity for the offer asked for."""
+
+
+class LedgerError(SkywardError):
+    """The ledger of launched instances cannot be read, or written without losing some."""
 
 
 class TransportError(SkywardError):

@@ -43,7 +43,7 @@ from .model import Cluster, ClusterSpec, Instance, Offer
 from .protocol import Run
 from .transport.agent_client import Answer
 from .transport.bootstrap import Bootstrapper
-from .transport.keys import data_dir, generate_host_key, make_cluster_keys
+from .transport.keys import data_dir, forget_cluster_keys, generate_host_key, make_cluster_keys
 from .watch import ClusterWatch
 
 __all__ = ["CellRun", "Pool"]
@@ -99,6 +99,7 @@ class Pool:
             make_cluster_keys,
             generate_host_key,
             ledger=self.ledger,
+            forget_keys=forget_cluster_keys,
         )
         self.bootstrapper = Bootstrapper(self.bus, self.registry)
         self.current: ClusterRecord | None = None
@@ -453,6 +454,8 @@ class Pool:
                 continue
             for entry in group:
                 self.ledger.remove(entry.key)
+            if not any(e.cluster_id == cluster_id for e in self.ledger.entries()):
+                await forget_cluster_keys(cluster_id)  # its destruction is confirmed
         return failures
 
     def close_sync(self, timeout: float = 60.0) -> None:
@@ -484,6 +487,8 @@ class Pool:
             for record in {id(r): r for r, _ in live}.values():
                 try:
                     await record.provider.teardown(record.context)
+                    if not record.instances:
+                        await forget_cluster_keys(record.id)
                 except Exception:
                     log.exception("skyward: could not tear down %s at exit", record.id)
                 record.state = ClusterState.DESTROYED

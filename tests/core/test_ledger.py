@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from skyward.core.ledger import KernelIdentity, Ledger, spec_from_dict
 from skyward.model import ClusterSpec
@@ -24,19 +26,45 @@ def test_entry_lives_from_before_launch_until_removed(tmp_path):
     assert (os.stat(tmp_path / "ledger.json").st_mode & 0o777) == 0o600
 
 
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+
 def test_a_dead_kernel_makes_orphans(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    ledger = Ledger(tmp_path / "ledger.json")
+    key = ledger.begin("container", "sky-2", 1, ClusterSpec("container"))
+    child = _sleeper()  # the entry's kernel
     try:
-        identity = KernelIdentity(child.pid, KernelIdentity.current().started)
-        assert KernelIdentity.current().alive()
+        kernel = KernelIdentity.of(child.pid)
+        ledger.update(key, kernel_pid=kernel.pid, kernel_started=kernel.started)
+        assert kernel.alive()
+        assert ledger.orphans() == []  # its kernel runs: not an orphan
     finally:
         child.kill()
         child.wait()
-    assert not identity.alive()
-    ledger = Ledger(tmp_path / "ledger.json")
-    key = ledger.begin("container", "sky-2", 1, ClusterSpec("container"))
-    ledger.update(key, kernel_pid=child.pid)
+    assert not kernel.alive()
     assert [e.key for e in ledger.orphans()] == [key]
+
+
+def test_a_killed_kernel_not_yet_reaped_is_dead():
+    child = _sleeper()
+    try:
+        kernel = KernelIdentity.of(child.pid)
+        assert kernel.alive()
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _state(child.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(child.pid) == "Z"  # a zombie: its pid still answers kill(0)
+        assert not kernel.alive()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_pid_reuse_is_not_mistaken_for_the_kernel(tmp_path):

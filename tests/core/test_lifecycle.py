@@ -4,6 +4,8 @@ The real path (container provider, SSH, agent) is covered by tests/integration.
 """
 
 import asyncio
+import os
+import stat
 
 import pytest
 from skyward import (
@@ -26,6 +28,7 @@ from skyward.core.lifecycle import Lifecycle
 from skyward.core.provider import ClusterKeys, InstanceState, StatusReport
 from skyward.core.registry import ClusterState, Registry
 from skyward.model import ClusterSpec, Instance
+from skyward.transport.keys import cluster_keys_dir, forget_cluster_keys, make_cluster_keys
 
 
 class FakeProvider:
@@ -61,13 +64,20 @@ class FakeProvider:
         self.torn_down = True
 
 
-def make(provider, fail_node=None, bootstrap_delay=0.0):
+def make(provider, fail_node=None, bootstrap_delay=0.0, real_keys=False):
     bus, registry = EventBus(), Registry()
 
     async def keys(cluster_id):
         return ClusterKeys("/dev/null", "ssh-ed25519 AAAA test")
 
-    Lifecycle(bus, registry, lambda name, spec: provider, keys, lambda: ("priv", "pub"))
+    Lifecycle(
+        bus,
+        registry,
+        lambda name, spec: provider,
+        make_cluster_keys if real_keys else keys,
+        lambda: ("priv", "pub"),
+        forget_keys=forget_cluster_keys if real_keys else None,
+    )
 
     async def bootstrap(request: BootstrapRequested):
         await asyncio.sleep(bootstrap_delay)
@@ -173,3 +183,44 @@ async def test_provider_error_becomes_fatal_error():
     answer = await up(bus, nodes=1)
     assert isinstance(answer, Error) and "no route" in answer.message
     assert provider.live == set()
+
+
+async def test_keys_are_created_private_and_deleted_once_destruction_is_confirmed(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    provider = FakeProvider()
+    bus, registry, log = make(provider, real_keys=True)
+    old = os.umask(0o022)
+    try:
+        ready = await up(bus)
+    finally:
+        os.umask(old)
+    folder = cluster_keys_dir(ready.cluster.id)
+    for path in (tmp_path / "data", folder.parent.parent, folder.parent, folder):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+    assert stat.S_IMODE(os.stat(folder / "id_ed25519").st_mode) == 0o600
+    await bus.request(lambda r: ShutdownRequested(ready.cluster.id, r), timeout=5)
+    assert provider.torn_down and not folder.exists()
+
+
+@pytest.mark.parametrize("failing", ["destroy", "teardown"])
+async def test_keys_stay_while_anything_may_be_left(tmp_path, monkeypatch, failing):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+
+    class Stuck(FakeProvider):
+        async def destroy(self, context, instance_id):
+            if failing == "destroy" and instance_id.startswith("i-1-"):
+                raise OSError("the API timed out")
+            await super().destroy(context, instance_id)
+
+        async def teardown(self, context):
+            if failing == "teardown":
+                raise OSError("the firewall is still in use")
+            await super().teardown(context)
+
+    bus, registry, log = make(Stuck(), real_keys=True)
+    ready = await up(bus)
+    await bus.request(lambda r: ShutdownRequested(ready.cluster.id, r), timeout=5)
+    assert any(isinstance(e, Error) and e.fatal for e in log)
+    assert (cluster_keys_dir(ready.cluster.id) / "id_ed25519").exists()

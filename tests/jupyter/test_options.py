@@ -121,3 +121,11 @@ def test_targets():
     for bad in ("x", "", "-1", "1,,a"):
         with pytest.raises(UsageError, match="--on"):
             parse_targets(bad)
+
+
+def test_up_help_says_what_container_does_not_isolate(capsys):
+    assert parse_command("up --help") is None
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sandboxed" not in text
+    assert "no sandbox" in text and "~/.aws" in text and "as you" in text
+    assert "session, folder (its HOME) and loopback address" in text

@@ -10,7 +10,9 @@ import asyncio
 import os
 import shutil
 import signal
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -305,3 +307,60 @@ async def test_docker_without_daemon_is_a_clear_provision_error(tmp_path: Path) 
     provider = ContainerProvider(runtime="docker", base_dir=tmp_path / "base")
     with pytest.raises(ProvisionError, match="docker engine is not usable"):
         await provider.prepare("c6", SPEC, make_keys(tmp_path))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+async def test_folders_are_0700_and_a_wide_lock_folder_of_ours_is_tightened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    lock = tmp_path / f"skyward-{os.getuid()}"
+    lock.mkdir()
+    os.chmod(lock, 0o755)  # as an older version left it
+    provider = ContainerProvider(base_dir=tmp_path / "data" / "container")
+    keys = make_keys(tmp_path)
+    old = os.umask(0o022)
+    try:
+        context = await provider.prepare("c8", SPEC, keys)
+        node = await launch(provider, context, keys, 0)
+    finally:
+        os.umask(old)
+    try:
+        for folder in (lock, lock / "loopback", tmp_path / "data", tmp_path / "data" / "container"):
+            assert _mode(folder) == 0o700, folder
+        assert _mode(lock / "loopback" / node.instance.ip) == 0o600
+    finally:
+        await provider.teardown(context)
+
+
+@pytest.mark.parametrize("trap", ["another user's", "a symbolic link", "a file", "loopback"])
+async def test_a_lock_folder_made_by_someone_else_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trap: str
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    lock = tmp_path / f"skyward-{os.getuid()}"
+    if trap in ("another user's", "loopback"):
+        if os.getuid() != 0:
+            pytest.skip("giving a folder to another user needs root")
+        stolen = lock / "loopback" if trap == "loopback" else lock
+        stolen.mkdir(parents=True, mode=0o777)
+        os.chown(stolen, 12345, 12345)
+    elif trap == "a symbolic link":
+        (tmp_path / "theirs").mkdir()
+        lock.symlink_to(tmp_path / "theirs")
+    else:
+        lock.write_text("")
+    provider = ContainerProvider(base_dir=tmp_path / "base")
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("c9", SPEC, keys)
+    try:
+        with pytest.raises(ProvisionError, match=f"skyward-{os.getuid()}"):
+            await launch(provider, context, keys, 0)
+        assert list((tmp_path / "base" / "c9").iterdir()) == []  # nothing left of the node
+        if trap == "a symbolic link":
+            assert list((tmp_path / "theirs").iterdir()) == []  # nothing made through it
+    finally:
+        await provider.teardown(context)

@@ -6,13 +6,22 @@ removed only once the provider confirms the destruction. On ``%load_ext skyward`
 ``%skyward down --orphans``) entries whose kernel is gone are destroyed, unless they were
 launched with ``--keep``.
 
-One JSON file under the user's data directory, replaced atomically under a lock file, so
-several kernels can share it.
+One JSON file under the user's data directory, read and replaced whole under a lock file,
+so several kernels can share it; each write is atomic and durable (0600 from creation,
+fsynced, renamed over the old file). Forgetting an entry means paying for a machine
+nobody knows about, so the file is never trusted blindly nor overwritten in doubt:
+
+- a file that does not parse is kept aside as ``ledger.json.corrupt-<time>`` (never
+  overwritten), the entries that can still be read are restored into a new ledger, and
+  :meth:`Ledger.notices` tells the user what happened, in one line;
+- fields this version does not know (a newer version wrote them) are kept in the file
+  and ignored; an entry this version cannot read at all is kept as it is and reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -24,9 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import LedgerError
 from ..model import ClusterSpec
+from .ledger_repair import LedgerDamage, salvage
+from .private_files import private_dir, sync_dir, write_atomically
 
-__all__ = ["KernelIdentity", "Ledger", "LedgerEntry", "spec_from_dict"]
+__all__ = ["KernelIdentity", "Ledger", "LedgerDamage", "LedgerEntry", "spec_from_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +50,12 @@ class KernelIdentity:
 
     @classmethod
     def current(cls) -> KernelIdentity:
-        return cls(os.getpid(), _start_time(os.getpid()))
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> KernelIdentity:
+        """The process running as ``pid`` now."""
+        return cls(pid, _start_time(pid))
 
     def alive(self) -> bool:
         """Whether this very process still runs."""
@@ -90,6 +107,45 @@ class LedgerEntry:
         return KernelIdentity(self.kernel_pid, self.kernel_started)
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "provider": str,
+    "cluster_id": str,
+    "node": int,
+    "kernel_pid": int,
+    "kernel_started": str,
+    "spec": dict,
+    "instance_id": (str, type(None)),
+    "launched_at": (int, float),
+    "price_per_hour": (int, float),
+    "keep": bool,
+    "host_public_key": str,
+    "ip": str,
+    "private_ip": str,
+    "ssh_port": int,
+    "ssh_user": str,
+    "key_path": str,
+}
+_REQUIRED = ("key", "provider", "cluster_id", "node", "kernel_pid", "kernel_started", "spec")
+
+
+def _entry_from(value: Any) -> LedgerEntry | str:
+    """The entry a stored object describes, or why this version cannot read it.
+
+    Fields it does not know are left out here (and kept in the file by the caller).
+    """
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    missing = [name for name in _REQUIRED if name not in value]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [n for n, kind in _TYPES.items() if n in value and not isinstance(value[n], kind)]
+    if wrong:
+        return f"unexpected {', '.join(wrong)}"
+    known = (f.name for f in dataclasses.fields(LedgerEntry))
+    return LedgerEntry(**{name: value[name] for name in known if name in value})
+
+
 def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
     """A ClusterSpec back from its ledger form (lists become tuples again)."""
     values = dict(data)
@@ -105,23 +161,111 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.damage: list[LedgerDamage] = []
+        """Damaged files this process found and set aside, oldest first."""
+        self.unreadable: dict[str, str] = {}
+        """Entries of the last read that this version cannot read: key -> why."""
 
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        private_dir(self.path.parent)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        lock = os.open(self.path.with_suffix(".lock"), flags, 0o600)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                entries = json.loads(self.path.read_text()) if self.path.exists() else {}
-            except (OSError, ValueError):
-                entries = {}
-            before = json.dumps(entries, sort_keys=True)
+            entries = self._read()
+            before = _dump(entries)
             yield entries
-            if json.dumps(entries, sort_keys=True) != before:
-                temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-                temporary.write_text(json.dumps(entries, indent=1, sort_keys=True))
-                os.chmod(temporary, 0o600)
-                os.replace(temporary, self.path)
+            after = _dump(entries)
+            if after != before:
+                write_atomically(self.path, after)
+        finally:
+            os.close(lock)
+
+    def _read(self) -> dict[str, Any]:
+        """The stored entries (a damaged file is set aside and what it held restored)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return self._classify({})
+        except OSError as exc:
+            return self._repair(b"", f"cannot be read: {exc.strerror or exc}")
+        try:
+            stored = json.loads(raw)
+        except ValueError as exc:
+            reason = "empty" if not raw.strip() else f"does not parse: {_first_line(exc)}"
+            return self._repair(raw, reason)
+        if not isinstance(stored, dict):
+            return self._repair(raw, f"a JSON {type(stored).__name__}, not an object")
+        return self._classify(stored)
+
+    def _classify(self, stored: dict[str, Any]) -> dict[str, Any]:
+        self.unreadable = {}
+        for key, value in stored.items():
+            entry = _entry_from(value)
+            if isinstance(entry, str):
+                self.unreadable[key] = entry
+        return stored
+
+    def _repair(self, raw: bytes, reason: str) -> dict[str, Any]:
+        """Keep the damaged file aside, never overwritten; restore what it still holds."""
+        found = salvage(raw.decode("utf-8", errors="replace"))
+        kept_as = self._set_aside()
+        write_atomically(self.path, _dump(found.entries))
+        restored = tuple(
+            str(value.get("instance_id") or key) for key, value in found.entries.items()
+        )
+        self.damage.append(LedgerDamage(kept_as, reason, restored, tuple(found.fragments)))
+        return self._classify(found.entries)
+
+    def _set_aside(self) -> Path:
+        """Give the damaged file a name of its own (a hard link, else a rename)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for attempt in range(100):
+            suffix = f".corrupt-{stamp}" + (f"-{attempt}" if attempt else "")
+            kept_as = self.path.with_name(self.path.name + suffix)
+            try:
+                os.link(self.path, kept_as, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EACCES):
+                    raise LedgerError(f"cannot keep the damaged ledger aside: {exc}") from exc
+                if os.path.lexists(kept_as):
+                    continue
+                try:
+                    os.rename(self.path, kept_as)
+                except OSError as again:
+                    raise LedgerError(
+                        f"cannot keep the damaged ledger {self.path} aside ({again}); "
+                        "move it away by hand"
+                    ) from again
+            sync_dir(self.path.parent)
+            return kept_as
+        raise LedgerError(f"cannot find a free name to keep the damaged ledger {self.path} aside")
+
+    def notices(self) -> list[str]:
+        """One line per problem the user should know of (damage found, entries kept)."""
+        lines = [damage.describe() for damage in self.damage]
+        if self.unreadable:
+            keys = sorted(self.unreadable)
+            detail = "; ".join(f"{key}: {self.unreadable[key]}" for key in keys[:3])
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            lines.append(
+                f"skyward: {len(keys)} ledger entr{'y' if len(keys) == 1 else 'ies'} this "
+                f"version cannot read (a newer skyward's?) kept as they are ({detail}{more}); "
+                "they are never cleaned up by this version"
+            )
+        return lines
+
+    def check(self) -> list[str]:
+        """Read the ledger now (setting aside a damaged one) and return :meth:`notices`."""
+        try:
+            with self._locked():
+                pass
+        except (OSError, LedgerError) as exc:
+            return [*self.notices(), f"skyward: cannot read the ledger {self.path}: {exc}"]
+        return self.notices()
 
     def begin(
         self, provider: str, cluster_id: str, node: int, spec: ClusterSpec, **fields: Any
@@ -147,7 +291,7 @@ class Ledger:
     def update(self, key: str, **fields: Any) -> None:
         """Complete an entry (instance id, address, price) as facts arrive."""
         with self._locked() as entries:
-            if key in entries:
+            if isinstance(entries.get(key), dict):
                 entries[key].update(fields)
 
     def remove(self, key: str) -> None:
@@ -160,15 +304,27 @@ class Ledger:
         kernel = KernelIdentity.current()
         with self._locked() as entries:
             for key in keys:
-                if key in entries:
+                if isinstance(entries.get(key), dict):
                     entries[key].update(kernel_pid=kernel.pid, kernel_started=kernel.started)
 
     def entries(self) -> list[LedgerEntry]:
         """Every entry, oldest first."""
         with self._locked() as entries:
-            rows = [LedgerEntry(**value) for value in entries.values()]
+            rows = [
+                entry
+                for value in entries.values()
+                if isinstance(entry := _entry_from(value), LedgerEntry)
+            ]
         return sorted(rows, key=lambda e: e.launched_at)
 
     def orphans(self) -> list[LedgerEntry]:
         """Entries whose kernel is gone (kept ones included: the caller decides)."""
         return [e for e in self.entries() if not e.kernel.alive()]
+
+
+def _dump(entries: dict[str, Any]) -> bytes:
+    return json.dumps(entries, indent=1, sort_keys=True).encode()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

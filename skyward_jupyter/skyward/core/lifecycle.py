@@ -48,6 +48,7 @@ log = logging.getLogger("skyward")
 ProviderFor = Callable[[str, ClusterSpec], Provider]
 KeyMaker = Callable[[str], Awaitable[ClusterKeys]]
 HostKeyMaker = Callable[[], tuple[str, str]]
+KeyForgetter = Callable[[str], Awaitable[None]]
 
 
 def new_cluster_id() -> str:
@@ -75,6 +76,7 @@ class Lifecycle:
         make_keys: KeyMaker,
         make_host_key: HostKeyMaker,
         ledger: Ledger | None = None,
+        forget_keys: KeyForgetter | None = None,
     ) -> None:
         self._bus = bus
         self._registry = registry
@@ -82,6 +84,7 @@ class Lifecycle:
         self._make_keys = make_keys
         self._make_host_key = make_host_key
         self._ledger = ledger
+        self._forget_keys = forget_keys
         self._tasks: dict[str, _Tasks] = {}
         self._shutdowns: dict[str, asyncio.Task[None]] = {}
         bus.subscribe(ClusterRequested, self._on_cluster_requested)
@@ -311,11 +314,19 @@ class Lifecycle:
         await asyncio.gather(
             *(self._destroy_instance(record, iid) for iid in list(record.instances)),
         )
+        torn_down = True
         if record.context is not None:
             try:
                 await record.provider.teardown(record.context)
             except Exception as exc:
+                torn_down = False
                 self._bus.publish(Error(record.request_id, f"teardown of {record.id}: {exc}", True))
+        if torn_down and not record.instances and self._forget_keys is not None:
+            # Only now is nothing left that the key could reach (or that needs it).
+            try:
+                await self._forget_keys(record.id)
+            except OSError as exc:
+                log.warning("skyward: could not delete the keys of %s: %s", record.id, exc)
         record.state = ClusterState.DESTROYED
         self._bus.publish(ClusterDestroyed(record.id))
 

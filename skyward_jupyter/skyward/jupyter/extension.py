@@ -154,6 +154,8 @@ async def _up(args: Any) -> None:
 
 def _status() -> None:
     p = pool()
+    for line in p.ledger.check():
+        print(line, file=sys.stderr)
     record = p.current
     if record is None:
         print("no cluster: start one with `%skyward up --provider container`")
@@ -238,9 +240,11 @@ def _check_orphans() -> None:
     p = pool()
     try:
         found = p.ledger.orphans()
-    except OSError as exc:
-        print(f"skyward: cannot read the ledger: {exc}", file=sys.stderr)
-        return
+    except Exception as exc:  # the ledger never stops %load_ext
+        found = []
+        print(f"skyward: cannot read the ledger {p.ledger.path}: {exc}", file=sys.stderr)
+    for line in p.ledger.notices():
+        print(line, file=sys.stderr)
     kept = [e for e in found if e.keep]
     doomed = [e for e in found if not e.keep]
     if kept:

@@ -44,7 +44,7 @@ def _build() -> dict[str, _Parser]:
         default=None,
         help=f"where to launch: one of {', '.join(PROVIDERS)} (default: the cheapest offer "
         "of the clouds whose credentials are set; 'container', this machine, when none is "
-        "and no GPU is asked for)",
+        "and no GPU is asked for; its cells run as you, see --runtime)",
     )
     up.add_argument("--nodes", type=int, default=1, help="how many instances (default: 1)")
     up.add_argument(
@@ -91,8 +91,11 @@ def _build() -> dict[str, _Parser]:
         "--runtime",
         choices=("process", "docker", "podman"),
         default="process",
-        help="container provider only: 'process' (a sandboxed local process per node, the "
-        "default) or a real container per node through docker or podman",
+        help="container provider only: 'process' (the default) runs each node as a process "
+        "of yours on this machine, apart from the others only by its own session, folder "
+        "(its HOME) and loopback address: no sandbox, its cells read and write what you can, "
+        "~/.aws and ~/.ssh included; 'docker' or 'podman' run each node in a container "
+        "(its own files, processes and network, none of your files mounted)",
     )
     up.add_argument("--name", default="", help="a name for the cluster (shown in status)")
     up.add_argument(

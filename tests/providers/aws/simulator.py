@@ -133,15 +133,23 @@ class AwsSimulator:
         keys = [k.key_name for k in ec2.describe_key_pairs([])]
         return groups + keys
 
-    def ingress(self, region: str = "us-east-1") -> list[tuple[str, int, list[str]]]:
-        """(group, port, CIDRs) of every non-default group's ingress rules."""
-        found = []
-        for group in self._ec2(region).describe_security_groups():
+    def ingress(self, region: str = "us-east-1") -> list[tuple[str, int | str, list[str]]]:
+        """(group, port or "all", sources) of every non-default group's ingress rules; a
+        source is a CIDR or, for a rule that admits another group's members, that group's
+        name."""
+        ec2 = self._ec2(region)
+        names = {g.id: g.name for g in ec2.describe_security_groups()}
+        found: list[tuple[str, int | str, list[str]]] = []
+        for group in ec2.describe_security_groups():
             if group.name == "default":
                 continue
             for rule in group.ingress_rules:
-                cidr = rule.ip_range.get("CidrIp", "")
-                found.append((group.name, int(rule.from_port), [cidr]))
+                port = "all" if rule.ip_protocol == "-1" else int(rule.from_port)
+                if rule.source_group:
+                    source = names.get(rule.source_group.get("GroupId", ""), "?")
+                else:
+                    source = rule.ip_range.get("CidrIp", "")
+                found.append((group.name, port, [source]))
         return found
 
     def user_data(self, instance_id: str, region: str = "us-east-1") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import boto3
 import pytest
 from skyward.core.provider import InstanceState, LaunchRequest
 from skyward.errors import ProvisionError
@@ -93,11 +94,36 @@ async def test_offers_any_type_cheapest_first_and_price_cap(aws):
 async def test_cluster_resources_are_tagged_and_open_ssh_to_the_caller_only(aws, sim):
     context, request = await _up(aws, ClusterSpec("aws", spot="never"), "sky-aws0003")
     assert sorted(sim.cluster_resources()) == ["skyward-sky-aws0003", "skyward-sky-aws0003"]
-    assert sim.ingress() == [("skyward-sky-aws0003", 22, ["127.0.0.1/32"])]
+    assert sim.ingress() == [
+        ("skyward-sky-aws0003", 22, ["127.0.0.1/32"]),
+        ("skyward-sky-aws0003", "all", ["skyward-sky-aws0003"]),
+    ]
     iid = await aws.launch(context, request)
     instance = await aws.wait_running(context, iid, 60)
     assert instance.ip.startswith("127.0.") and instance.ssh_port == 22 and not instance.spot
     assert "ssh_keys:" in sim.user_data(iid) and request.host_public_key in sim.user_data(iid)
+    await _down(aws, context, iid)
+
+
+async def test_nodes_admit_each_other_and_require_imdsv2(aws, sim):
+    """What EC2 itself answers (moto, through boto3): all traffic from the group's own
+    members, and instances that serve metadata (the user data with the host key) only
+    with an IMDSv2 session token, one hop away."""
+    context, request = await _up(aws, ClusterSpec("aws", spot="never"), "sky-aws0007")
+    ec2 = boto3.client("ec2", endpoint_url=sim.endpoint, region_name="us-east-1")
+    [group] = ec2.describe_security_groups(GroupIds=[context.group_id])["SecurityGroups"]
+    rules = {(r["IpProtocol"], r.get("FromPort")): r for r in group["IpPermissions"]}
+    assert set(rules) == {("tcp", 22), ("-1", None)}
+    assert [p["GroupId"] for p in rules["-1", None]["UserIdGroupPairs"]] == [group["GroupId"]]
+    assert rules["-1", None]["IpRanges"] == []  # from the members only, never a CIDR
+    assert [r["CidrIp"] for r in rules["tcp", 22]["IpRanges"]] == ["127.0.0.1/32"]
+    iid = await aws.launch(context, request)
+    await aws.wait_running(context, iid, 60)
+    [reservation] = ec2.describe_instances(InstanceIds=[iid])["Reservations"]
+    options = reservation["Instances"][0]["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    assert options["HttpEndpoint"] == "enabled"
     await _down(aws, context, iid)
 
 

@@ -39,6 +39,35 @@ MACHINE_TYPES: dict[str, tuple[int, int, str, int]] = {
     "a2-ultragpu-2g": (24, 348160, "nvidia-a100-80gb", 2),
 }
 ACCELERATOR_TYPES = ("nvidia-tesla-t4", "nvidia-tesla-a100", "nvidia-l4", "nvidia-a100-80gb")
+DEFAULT_NETWORK_FIREWALLS: dict[str, dict[str, Any]] = {
+    # What Compute Engine creates with a project's ``default`` network.
+    "default-allow-internal": {
+        "description": "Allow internal traffic on the default network",
+        "sourceRanges": ["10.128.0.0/9"],
+        "allowed": [
+            {"IPProtocol": "tcp", "ports": ["0-65535"]},
+            {"IPProtocol": "udp", "ports": ["0-65535"]},
+            {"IPProtocol": "icmp"},
+        ],
+    },
+    "default-allow-ssh": {
+        "description": "Allow SSH from anywhere",
+        "sourceRanges": ["0.0.0.0/0"],
+        "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+    },
+    "default-allow-rdp": {
+        "description": "Allow RDP from anywhere",
+        "sourceRanges": ["0.0.0.0/0"],
+        "allowed": [{"IPProtocol": "tcp", "ports": ["3389"]}],
+    },
+    "default-allow-icmp": {
+        "description": "Allow ICMP from anywhere",
+        "sourceRanges": ["0.0.0.0/0"],
+        "allowed": [{"IPProtocol": "icmp"}],
+    },
+}
+_FIREWALL_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_PROTOCOLS = {"tcp", "udp", "icmp", "esp", "ah", "ipip", "sctp", "all"}
 _PATH = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)/(?P<rest>.*)$")
 
 
@@ -90,6 +119,7 @@ class GcpSimulator:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+        self.default_network()
 
     @property
     def endpoint(self) -> str:
@@ -126,13 +156,26 @@ class GcpSimulator:
 
     # -- what tests check ---------------------------------------------------------------
 
+    def default_network(self, project: str = "sim-project", open_ssh: bool = True) -> None:
+        """The ``default`` network's own firewall rules, as a new project has them
+        (without ``default-allow-ssh`` when ``open_ssh`` is false)."""
+        base = f"{self.endpoint}/compute/v1/projects/{project}"
+        with self._lock:
+            for name in DEFAULT_NETWORK_FIREWALLS:
+                self.firewalls.pop(name, None)
+            for name, rule in DEFAULT_NETWORK_FIREWALLS.items():
+                if open_ssh or name != "default-allow-ssh":
+                    body = {"name": name, "priority": 65534, **rule}
+                    self.firewalls[name] = self._firewall(base, body)
+
     def live_instances(self) -> list[str]:
         with self._lock:
             return [f"{zone}/{name}" for zone, name in self.instances]
 
     def cluster_resources(self) -> list[str]:
+        """Firewall rules other than the default network's own."""
         with self._lock:
-            return list(self.firewalls)
+            return [name for name in self.firewalls if name not in DEFAULT_NETWORK_FIREWALLS]
 
     def close(self) -> None:
         self._server.shutdown()
@@ -211,12 +254,22 @@ class GcpSimulator:
     ) -> Any:
         kind = parts[0]
         if kind == "firewalls" and method == "POST" and len(parts) == 1:
-            name = body["name"]
+            name = body.get("name", "")
+            rule = self._firewall(base, body)
             with self._lock:
                 if name in self.firewalls:
                     raise _Error(409, "alreadyExists", f"The resource '{name}' already exists")
-                self.firewalls[name] = {**body, "selfLink": f"{base}/global/firewalls/{name}"}
-            return self._operation(project, None, "insert", f"{base}/global/firewalls/{name}")
+                self.firewalls[name] = rule
+            return self._operation(project, None, "insert", rule["selfLink"])
+        if kind == "firewalls" and method == "GET" and len(parts) == 1:
+            with self._lock:
+                items = [dict(rule) for rule in self.firewalls.values()]
+            return {
+                "kind": "compute#firewallList",
+                "id": f"projects/{project}/global/firewalls",
+                "items": items,
+                "selfLink": f"{base}/global/firewalls",
+            }
         if kind == "firewalls" and len(parts) == 2:
             with self._lock:
                 rule = self.firewalls.get(parts[1])
@@ -230,6 +283,35 @@ class GcpSimulator:
         if kind == "operations" and len(parts) >= 2:
             return self._wait(parts[1], wait=len(parts) == 3 and parts[2] == "wait")
         raise _Error(404, "notFound", f"no route global/{'/'.join(parts)}")
+
+    def _firewall(self, base: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A firewall resource as Compute stores it, or 400 for what it refuses."""
+        name = body.get("name", "")
+        if not _FIREWALL_NAME.match(name):
+            raise _Error(400, "invalid", f"Invalid value for field 'resource.name': '{name}'.")
+        allowed = body.get("allowed", [])
+        if not allowed and not body.get("denied"):
+            raise _Error(400, "invalid", "Required field 'resource.allowed' not specified.")
+        for entry in allowed:
+            protocol = str(entry.get("IPProtocol", "")).lower()
+            if protocol not in _PROTOCOLS and not protocol.isdigit():
+                raise _Error(400, "invalid", f"Invalid value for field 'IPProtocol': '{protocol}'.")
+        rule = {
+            "kind": "compute#firewall",
+            "id": str(next(self._ids)),
+            "creationTimestamp": "2024-01-01T00:00:00.000-08:00",
+            "priority": 1000,
+            "direction": "INGRESS",
+            "disabled": False,
+            "logConfig": {"enable": False},
+            **body,
+            "network": f"{base}/global/networks/" + body.get("network", "default").rsplit("/")[-1],
+            "selfLink": f"{base}/global/firewalls/{name}",
+        }
+        sources = ("sourceRanges", "sourceTags", "sourceServiceAccounts")
+        if rule["direction"] == "INGRESS" and not any(rule.get(k) for k in sources):
+            rule["sourceRanges"] = ["0.0.0.0/0"]  # Compute's default: every address
+        return rule
 
     def _zonal(
         self,

@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+from google.api_core.exceptions import Conflict
 from skyward.core.provider import InstanceState, LaunchRequest
 from skyward.errors import ProvisionError
 from skyward.model import ClusterSpec
@@ -32,6 +33,7 @@ def gcp(sim, monkeypatch):
     monkeypatch.setenv("SKYWARD_GCP_ENDPOINT", sim.endpoint)
     sim.capacity.clear()
     sim.reject_credentials = False
+    sim.default_network()
     yield GcpProvider()
     assert sim.live_instances() == []
     assert sim.cluster_resources() == []
@@ -104,11 +106,80 @@ async def test_firewall_opens_ssh_to_the_caller_and_vm_carries_keys(gcp, sim):
     vm = sim.instances[tuple(iid.split("/"))]
     items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
     assert items["ssh-keys"] == f"skyward:{request.keys.public_key}"
+    assert items["block-project-ssh-keys"].lower() == "true"  # only the cluster key logs in
     assert request.host_public_key in items["startup-script"]
     assert vm["labels"] == {"skyward-cluster": "sky-gcp0002", "skyward-node": "0"}
     assert vm["tags"]["items"] == ["skyward-sky-gcp0002"]
     assert instance.ip.startswith("127.0.") and instance.ssh_port == 22
     await _down(gcp, context, iid)
+
+
+async def test_the_cluster_vms_admit_each_other_and_no_one_else(gcp, sim):
+    context, _ = await _up(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0006")
+    assert sorted(sim.cluster_resources()) == [
+        "skyward-sky-gcp0006",
+        "skyward-sky-gcp0006-internal",
+    ]
+    rule = sim.firewalls["skyward-sky-gcp0006-internal"]
+    assert rule["direction"] == "INGRESS" and rule["network"].endswith("/networks/default")
+    assert rule["sourceTags"] == rule["targetTags"] == ["skyward-sky-gcp0006"]
+    assert "sourceRanges" not in rule  # from the cluster's VMs only, never an address range
+    assert {a["IPProtocol"] for a in rule["allowed"]} == {"tcp", "udp", "icmp"}
+    assert all("ports" not in a for a in rule["allowed"])  # every port
+    await gcp.teardown(context)
+    assert "skyward-sky-gcp0006-internal" not in sim.firewalls
+
+
+async def test_up_warns_once_when_the_network_admits_ssh_from_anywhere(gcp, sim, caplog):
+    spec = ClusterSpec("gcp", spot="never")
+    with caplog.at_level(logging.WARNING, logger="skyward"):
+        context, request = await _up(gcp, spec, "sky-gcp0008")
+        iid = await gcp.launch(context, request)
+        await gcp.wait_running(context, iid, 60)
+    [warning] = [r.getMessage() for r in caplog.records if "from anywhere" in r.getMessage()]
+    assert "(default-allow-ssh)" in warning  # not RDP, ICMP nor the internal rule
+    await _down(gcp, context, iid)
+    sim.default_network(open_ssh=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skyward"):
+        await gcp.teardown(await gcp.prepare("sky-gcp0009", spec, None))
+    assert not [r for r in caplog.records if "from anywhere" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("rule", "warned"),
+    [
+        ({"allowed": [{"IPProtocol": "tcp", "ports": ["20-25"]}]}, True),
+        ({"allowed": [{"IPProtocol": "all"}]}, True),
+        ({"allowed": [{"IPProtocol": "tcp"}], "sourceRanges": ["::/0"]}, True),
+        ({"allowed": [{"IPProtocol": "tcp"}]}, True),  # no source at all: every address
+        ({"allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "targetTags": ["web"]}, False),
+        ({"allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "disabled": True}, False),
+        ({"allowed": [{"IPProtocol": "udp", "ports": ["22"]}]}, False),
+        ({"allowed": [{"IPProtocol": "tcp", "ports": ["22"]}], "sourceTags": ["bastion"]}, False),
+    ],
+)
+async def test_which_rules_count_as_ssh_from_anywhere(gcp, sim, caplog, rule, warned):
+    sim.default_network(open_ssh=False)
+    base = f"{sim.endpoint}/compute/v1/projects/sim-project"
+    sim.firewalls["user-rule"] = sim._firewall(base, {"name": "user-rule", **rule})
+    try:
+        with caplog.at_level(logging.WARNING, logger="skyward"):
+            await gcp.teardown(await gcp.prepare("sky-gcp0010", ClusterSpec("gcp"), None))
+    finally:
+        del sim.firewalls["user-rule"]
+    said = [r.getMessage() for r in caplog.records if "from anywhere" in r.getMessage()]
+    assert bool(said) is warned, said
+
+
+async def test_a_failed_prepare_deletes_only_the_rules_it_made(gcp, sim):
+    spec = ClusterSpec("gcp", spot="never")
+    live, _ = await _up(gcp, spec, "sky-gcp0011")  # a live cluster's rules
+    before = {name: dict(rule) for name, rule in sim.firewalls.items()}
+    with pytest.raises(Conflict):
+        await gcp.prepare("sky-gcp0011", spec, None)  # the same names again: 409
+    assert sim.firewalls == before  # the live cluster keeps its SSH rule
+    await gcp.teardown(live)
 
 
 async def test_stockout_falls_back_to_the_next_zone_and_says_so(gcp, sim, caplog):

@@ -2,9 +2,12 @@
 
 Credentials come from boto3's chain (environment, profile, instance role); the region from
 ``--region``, else the chain, else us-east-1. Per cluster: an imported key pair and a
-security group open on tcp/22 to the caller's address only, both named and tagged with the
-cluster id. Instances carry cloud-init user data that installs the client-generated host
-key before sshd first starts, so the host key is pinned from the first connection.
+security group open on tcp/22 to the caller's address only and to all traffic from its
+own members (torch's rendezvous, NCCL, the head-node relay), both named and tagged with
+the cluster id. Instances carry cloud-init user data that installs the client-generated
+host key before sshd first starts, so the host key is pinned from the first connection;
+IMDSv2 is required (session tokens, one hop), so neither a request forged through a
+service on the node nor a container on it can read that user data from the metadata.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ CLUSTER_TAG = "skyward-cluster"
 NODE_TAG = "skyward-node"
 SPOT_TERMINATION = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+METADATA_OPTIONS = {
+    "HttpTokens": "required",
+    "HttpPutResponseHopLimit": 1,
+    "HttpEndpoint": "enabled",
+}
+"""IMDSv2 only, one hop: the user data (with the host key) needs a session token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,7 @@ class AwsProvider:
             region,
             "create_security_group",
             GroupName=name,
-            Description=f"skyward cluster {context.cluster_id}: SSH from {cidr} only",
+            Description=f"skyward cluster {context.cluster_id}: SSH from {cidr}, all between nodes",
             TagSpecifications=[
                 {"ResourceType": "security-group", "Tags": _tags(context.cluster_id)}
             ],
@@ -185,7 +194,16 @@ class AwsProvider:
                     "FromPort": 22,
                     "ToPort": 22,
                     "IpRanges": [{"CidrIp": cidr, "Description": "skyward: SSH from the client"}],
-                }
+                },
+                {
+                    "IpProtocol": "-1",
+                    "UserIdGroupPairs": [
+                        {
+                            "GroupId": context.group_id,
+                            "Description": "skyward: all traffic between the nodes of the cluster",
+                        }
+                    ],
+                },
             ],
         )
 
@@ -243,6 +261,7 @@ class AwsProvider:
             "SecurityGroupIds": [context.group_id],
             "UserData": user_data,
             "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": METADATA_OPTIONS,
             "ClientToken": f"{context.cluster_id}-{node}-{token}"[:64],
             "BlockDeviceMappings": [
                 {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 100, "DeleteOnTermination": True}}

@@ -8,15 +8,18 @@ import shutil
 import stat
 from pathlib import Path
 
+from ...core.private_files import data_dir
 from ...model import Offer
 
 __all__ = ["default_base_dir", "local_offer", "remove_tree", "safe_name"]
 
 
 def default_base_dir() -> Path:
-    """``$XDG_DATA_HOME/skyward/container`` (or ``~/.local/share/skyward/container``)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "skyward" / "container"
+    """``$XDG_DATA_HOME/skyward/container`` (or ``~/.local/share/skyward/container``).
+
+    Created 0700 (parents too) by the runtimes, through ``private_dir``.
+    """
+    return data_dir() / "container"
 
 
 def safe_name(text: str) -> str:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...core.private_files import private_dir
 from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
@@ -160,8 +161,7 @@ class EngineRuntime:
         if code != 0:
             last = (err.strip() or out.strip()).splitlines()[-1:] or ["no output"]
             raise ProvisionError(f"the {self.engine} engine is not usable: {last[0]}")
-        folder = self.base_dir / safe_name(cluster_id)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = private_dir(self.base_dir / safe_name(cluster_id))
         try:
             image = await self._ensure_image(folder)
             await self._check_python(image)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...core.private_files import private_dir
 from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
@@ -109,8 +110,49 @@ def _claim_address(port: int = 0) -> tuple[str, int | None]:
     127.0.0.1 on distinct ports. With a fixed ``port`` (22, like a cloud machine), the
     address must be free on that port.
     """
-    lock_dir = Path(tempfile.gettempdir()) / f"skyward-{os.getuid()}" / "loopback"
-    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    base = Path(tempfile.gettempdir()) / f"skyward-{os.getuid()}"
+    base_fd = _own_folder(base)
+    try:
+        lock_dir = _own_folder(base / "loopback", base_fd)
+    finally:
+        os.close(base_fd)
+    try:
+        return _claim_in(lock_dir, port)
+    finally:
+        os.close(lock_dir)
+
+
+def _own_folder(path: Path, parent: int | None = None) -> int:
+    """Open a folder that must be this user's alone; return its descriptor.
+
+    Made 0700 if missing. A shared temporary folder lets anyone create our name first:
+    a symbolic link, something else than a folder, or a folder of another user is
+    refused (its owner could claim or block our nodes' addresses); a folder of ours that
+    is wider than 0700 (an older version made it so) is tightened.
+    """
+    name = path.name if parent is not None else str(path)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=parent)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=parent)
+    except OSError as exc:
+        raise ProvisionError(
+            f"{path} is not a folder of ours ({exc.strerror}): remove it and try again"
+        ) from exc
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid():
+        os.close(fd)
+        raise ProvisionError(
+            f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.getuid()}): "
+            "another user could claim or block our nodes' addresses; remove it and try again"
+        )
+    if info.st_mode & 0o077:
+        os.fchmod(fd, 0o700)
+    return fd
+
+
+def _claim_in(lock_dir: int, port: int) -> tuple[str, int | None]:
     busy = _listening_addresses()
     for index in range(2, 16 * 256):
         if index % 256 in (0, 255):
@@ -118,7 +160,8 @@ def _claim_address(port: int = 0) -> tuple[str, int | None]:
         address = f"127.0.{index // 256}.{index % 256}"
         if address in busy:
             continue
-        fd = os.open(lock_dir / address, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(address, flags, 0o600, dir_fd=lock_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -156,7 +199,7 @@ class ProcessRuntime:
     async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> LocalCluster:
         folder = self.base_dir / safe_name(cluster_id)
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(folder)
         except OSError as exc:
             raise ProvisionError(f"cannot create the cluster folder {folder}: {exc}") from exc
         return LocalCluster(cluster_id, folder, spec, keys)
@@ -170,6 +213,9 @@ class ProcessRuntime:
         except OSError as exc:
             await asyncio.to_thread(remove_tree, root)
             raise ProvisionError(f"cannot start node {request.node_id}: {exc}") from exc
+        except ProvisionError:
+            await asyncio.to_thread(remove_tree, root)
+            raise
 
     def _spawn(
         self, context: LocalCluster, request: LaunchRequest, instance_id: str, root: Path

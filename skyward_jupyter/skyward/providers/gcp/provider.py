@@ -2,11 +2,16 @@
 
 Credentials are Application Default Credentials (or GOOGLE_APPLICATION_CREDENTIALS); the
 project comes from GOOGLE_CLOUD_PROJECT or the credentials; ``--region`` is a zone
-(``us-central1-a``) or a region whose zones are all tried. Per cluster: a firewall rule
-open on tcp/22 to the caller's address only, for the cluster's network tag. Each VM gets
-the cluster key in ``ssh-keys`` metadata and a ``startup-script`` that installs the
-client-generated host key; the VM counts as running only once it reports (through a
-guest attribute) that sshd presents that key, so the client never meets another one.
+(``us-central1-a``) or a region whose zones are all tried. Per cluster, for its network
+tag: a firewall rule open on tcp/22 to the caller's address only, and one for all
+traffic between the cluster's own VMs (source tag = target tag: torch's rendezvous,
+NCCL, the head-node relay). When the network also admits SSH from anywhere (the
+``default`` network's usual ``default-allow-ssh``), ``up`` says so once, since the
+caller-only rule then protects nothing. Each VM gets the cluster key in ``ssh-keys``
+metadata, ``block-project-ssh-keys`` (so only that key logs in, not every key of the
+project), and a ``startup-script`` that installs the client-generated host key; the VM
+counts as running only once it reports (through a guest attribute) that sshd presents
+that key, so the client never meets another one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ CLUSTER_LABEL = "skyward-cluster"
 NODE_LABEL = "skyward-node"
 PREEMPTED_OPERATION = "compute.instances.preempted"
 DEFAULT_REGION = "us-central1"
+NETWORK = "global/networks/default"
+ANYWHERE = {"0.0.0.0/0", "::/0"}
 _ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _STATES = {
     "PROVISIONING": InstanceState.PENDING,
@@ -73,6 +80,11 @@ class GcpContext:
     @property
     def tag(self) -> str:
         return f"skyward-{self.cluster_id}"
+
+    @property
+    def internal_rule(self) -> str:
+        """The firewall rule admitting the cluster's VMs to each other."""
+        return f"{self.tag}-internal"
 
 
 def _wanted(spec: ClusterSpec) -> str:
@@ -190,27 +202,67 @@ class GcpProvider:
             raise ProvisionError(f"no Google Cloud machine offers {_wanted(spec)} in {where}")
         context = GcpContext(cluster_id, spec, attempts, zones)
         cidr = await asyncio.to_thread(caller_cidr, self.endpoint)
-        rule = self.c.Firewall(
-            name=context.tag,
-            description=f"skyward cluster {cluster_id}: SSH from {cidr} only",
-            network="global/networks/default",
-            direction="INGRESS",
-            priority=1000,
-            allowed=[self.c.Allowed(I_p_protocol="tcp", ports=["22"])],
-            source_ranges=[cidr],
-            target_tags=[context.tag],
-        )
+        created: list[str] = []
         try:
-            operation = await self.api.call(
-                self.api.firewalls.insert_unary,
-                project=self.api.project, firewall_resource=rule,
-            )  # fmt: skip
+            for rule in self._firewall_rules(context, cidr):
+                operation = await self.api.call(
+                    self.api.firewalls.insert_unary,
+                    project=self.api.project, firewall_resource=rule,
+                )  # fmt: skip
+                created.append(rule.name)
+                await self.api.wait(operation, zone=None)
             context.firewall = context.tag
-            await self.api.wait(operation, zone=None)
         except BaseException:
-            await asyncio.shield(self._delete_firewall(context.tag))
+            for name in created:  # only what this call made: never a live cluster's rule
+                await asyncio.shield(self._delete_firewall(name))
             raise
+        await self._warn_if_ssh_is_open(context)
         return context
+
+    def _firewall_rules(self, context: GcpContext, cidr: str) -> list[Any]:
+        """SSH from the caller only; everything between the cluster's own VMs."""
+        c, tag = self.c, context.tag
+        return [
+            c.Firewall(
+                name=tag,
+                description=f"skyward cluster {context.cluster_id}: SSH from {cidr} only",
+                network=NETWORK,
+                direction="INGRESS",
+                priority=1000,
+                allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])],
+                source_ranges=[cidr],
+                target_tags=[tag],
+            ),
+            c.Firewall(
+                name=context.internal_rule,
+                description=f"skyward cluster {context.cluster_id}: all traffic between its VMs",
+                network=NETWORK,
+                direction="INGRESS",
+                priority=1000,
+                allowed=[c.Allowed(I_p_protocol=p) for p in ("tcp", "udp", "icmp")],
+                source_tags=[tag],
+                target_tags=[tag],
+            ),
+        ]
+
+    async def _warn_if_ssh_is_open(self, context: GcpContext) -> None:
+        """Say (once, at ``up``) which rules of the network admit SSH from anywhere."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            pager = await self.api.call(self.api.firewalls.list, project=self.api.project)
+            rules = await asyncio.to_thread(list, pager)  # further pages are fetched here
+        except (ProvisionError, gexc.GoogleAPICallError) as exc:
+            log.info("skyward: gcp: could not list the firewall rules to check SSH: %s", exc)
+            return
+        found = sorted(r.name for r in rules if _admits_ssh_from_anywhere(r, context.tag))
+        if found:
+            log.warning(
+                "skyward: gcp: network 'default' also admits SSH from anywhere (%s), so the "
+                "cluster's rule admitting this machine only protects nothing; narrow it, "
+                "e.g. `gcloud compute firewall-rules delete %s`",
+                ", ".join(found), found[0],
+            )  # fmt: skip
 
     # -- instances ----------------------------------------------------------------------
 
@@ -270,6 +322,7 @@ class GcpProvider:
         )
         metadata = {
             "ssh-keys": f"{user}:{request.keys.public_key.strip()}",
+            "block-project-ssh-keys": "TRUE",
             "startup-script": script,
             "enable-guest-attributes": "TRUE",
         }
@@ -297,7 +350,7 @@ class GcpProvider:
             ],
             network_interfaces=[
                 c.NetworkInterface(
-                    network="global/networks/default",
+                    network=NETWORK,
                     access_configs=[c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")],
                 )
             ],
@@ -439,7 +492,7 @@ class GcpProvider:
     # -- teardown -----------------------------------------------------------------------
 
     async def teardown(self, context: GcpContext) -> None:
-        """Delete any VM still labelled with the cluster, then the firewall rule."""
+        """Delete any VM still labelled with the cluster, then its firewall rules."""
         for zone in context.zones:
             pager = await self.api.call(
                 self.api.instances.list,
@@ -454,6 +507,7 @@ class GcpProvider:
                 if vm.labels.get(CLUSTER_LABEL) == context.cluster_id
             ]  # fmt: skip
             await asyncio.gather(*(self.destroy(context, iid) for iid in left))
+        await self._delete_firewall(context.internal_rule)
         await self._delete_firewall(context.tag)
 
     async def _delete_firewall(self, name: str) -> None:
@@ -481,6 +535,39 @@ def _attached(host: Offer, accelerator: str, count: int, prices: tuple[float, fl
         spot_price_per_hour=round((host.spot_price_per_hour or 0.0) + count * prices[1], 4),
         region=host.region,
     )
+
+
+def _admits_ssh_from_anywhere(rule: Any, tag: str) -> bool:
+    """Whether a firewall rule lets any address reach tcp/22 of the cluster's VMs.
+
+    Best effort: a deny rule of higher priority that would block it is not weighed.
+    """
+    if rule.network.rsplit("/", 1)[-1] != NETWORK.rsplit("/", 1)[-1]:
+        return False
+    if (rule.direction or "INGRESS") != "INGRESS" or rule.disabled:
+        return False
+    if not ANYWHERE & set(rule.source_ranges):
+        return False
+    if rule.target_service_accounts:  # our VMs run without a service account
+        return False
+    if rule.target_tags and tag not in rule.target_tags:
+        return False
+    return any(_covers_ssh(allowed) for allowed in rule.allowed)
+
+
+def _covers_ssh(allowed: Any) -> bool:
+    protocol = allowed.I_p_protocol.lower()
+    if protocol == "all":
+        return True
+    if protocol not in ("tcp", "6"):
+        return False
+    if not allowed.ports:
+        return True  # every port
+    for ports in allowed.ports:
+        low, _, high = ports.partition("-")
+        if int(low) <= 22 <= int(high or low):
+            return True
+    return False
 
 
 def _external_ip(vm: Any) -> str:
