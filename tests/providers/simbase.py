@@ -270,7 +270,7 @@ def _handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode(errors="replace")
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             request = Request(self.command, parts.path, query, dict(self.headers), body)
             try:
                 reply = sim.dispatch(request)
