@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ProvisionError
+from ..errors import CapacityError, ProvisionError
 from .retry import Retry, retry_after, retrying
 
 __all__ = ["ApiClient", "Classifier", "env_endpoint", "short_text"]
@@ -28,8 +28,9 @@ __all__ = ["ApiClient", "Classifier", "env_endpoint", "short_text"]
 log = logging.getLogger("skyward.providers.http")
 
 Classifier = Callable[[int, Any], Exception | None]
-"""``(status, parsed body) -> exception to raise, or None``: a provider's own errors, for
-every answer but the transient ones (429, 5xx), which are retried first."""
+"""``(status, parsed body) -> exception to raise, or None``: a provider's own errors. A
+transient answer (429, 5xx) is retried unless the provider calls it a capacity error
+(Verda says "not enough resources" with a 503)."""
 
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
@@ -173,13 +174,12 @@ class ApiClient:
             raise Retry(f"{type(exc).__name__} talking to {self.base_url}") from None
         status = response.status_code
         body = _parse(response)
-        if status in TRANSIENT:
+        mapped = classify(status, body) if classify is not None else None
+        if status in TRANSIENT and not isinstance(mapped, CapacityError):
             asked = response.headers.get("Retry-After") if status in (429, 503) else None
             raise Retry(f"HTTP {status}", wait=retry_after(asked))
-        if classify is not None:
-            mapped = classify(status, body)
-            if mapped is not None:
-                raise mapped
+        if mapped is not None:
+            raise mapped
         if status in (401, 403):
             raise ProvisionError(
                 f"{self.provider} rejected the credentials (HTTP {status}: "
