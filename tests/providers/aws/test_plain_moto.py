@@ -5,9 +5,13 @@ which lookup failed and what to set; with the image set, a node launches."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from skyward.core.provider import LaunchRequest
 from skyward.errors import ProvisionError
 from skyward.model import ClusterSpec
@@ -21,11 +25,28 @@ SPEC = ClusterSpec("aws", accelerator="A10G", accelerator_count=1, spot="never")
 
 @pytest.fixture(scope="module")
 def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    """``moto_server`` in its own process: nothing of this process's moto state in it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
 
 
 @pytest.fixture
