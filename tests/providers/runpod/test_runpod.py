@@ -150,20 +150,6 @@ async def test_preemption_is_reported_with_runpods_reason(sim, provider, tmp_pat
     assert sim.live_pods() == []
 
 
-async def test_on_demand_pod_lifecycle(sim, provider, tmp_path):
-    spec = ClusterSpec("runpod", accelerator="A100", accelerator_count=1, spot="never")
-    keys = make_keys(tmp_path)
-    context = await provider.prepare("sky-t7", spec, keys)
-    request, host_key = launch_request("sky-t7", 0, spec, keys)
-    pod_id = await provider.launch(context, request)
-    assert not sim.pods[pod_id].interruptible and "podFindAndDeployOnDemand" in sim.operations
-    instance = await provider.wait_running(context, pod_id, 30)
-    assert not instance.spot and await ssh_echo(instance, keys, host_key) == "pinned-ok"
-    assert (await provider.status(context, pod_id)).state is InstanceState.RUNNING
-    await provider.destroy(context, pod_id)
-    assert sim.live_pods() == [] and sim.backing_count() == 0
-
-
 @pytest.mark.parametrize(
     ("status", "spot", "state"),
     [
