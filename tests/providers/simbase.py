@@ -185,6 +185,19 @@ class Simulator:
         """Launch the real local node of a simulated instance from its boot script; call
         ``on_ready(host, port)`` once it listens (from the simulator's loop)."""
         host_key, authorized = parse_boot_script(script)
+        self.start_backing_keys(sim_id, node, host_key, authorized, on_ready)
+
+    def start_backing_keys(
+        self,
+        sim_id: str,
+        node: int,
+        host_key: str,
+        authorized: str,
+        on_ready: Callable[[str, int], None],
+    ) -> None:
+        """Launch the real local node of a simulated instance that got no skyward boot
+        script (a launch by the cloud's own SDK): ``host_key`` is the node's host key,
+        ``authorized`` the public key it lets in."""
         request = LaunchRequest(
             f"{self.name}-account",
             node,
@@ -226,6 +239,12 @@ class Simulator:
 
     # -- requests -----------------------------------------------------------------------
 
+    def new_host_key(self) -> str:
+        """A fresh host key (OpenSSH private key text) for a node with no boot script."""
+        import asyncssh
+
+        return asyncssh.generate_private_key("ssh-ed25519").export_private_key("openssh").decode()
+
     def handle(self, request: Request) -> Reply:
         """Answer one request: override in each simulator."""
         raise NotImplementedError
@@ -251,7 +270,7 @@ def _handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode(errors="replace")
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             request = Request(self.command, parts.path, query, dict(self.headers), body)
             try:
                 reply = sim.dispatch(request)

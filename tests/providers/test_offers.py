@@ -12,7 +12,7 @@ from skyward.providers.offers import choose_offer, format_offers, gather_offers
 from .runpod.simulator import API_KEY as RUNPOD_KEY
 from .runpod.simulator import RunPodSimulator
 from .vastai.simulator import API_KEY as VAST_KEY
-from .vastai.simulator import VastSimulator
+from .vastai.simulator import HOURS_PER_MONTH, STORAGE_COST, VastSimulator
 from .vastai.simulator import api_base as vast_base
 from .verda.simulator import CLIENT_ID, CLIENT_SECRET, VerdaSimulator
 from .verda.simulator import api_base as verda_base
@@ -60,7 +60,9 @@ async def test_offers_across_providers_cheapest_first(clouds, monkeypatch):
 async def test_spot_prices_rank_spot_offers(clouds):
     spec = ClusterSpec("", accelerator="A100", accelerator_count=2, spot="always")
     rows, _ = await gather_offers(spec, ["runpod", "vastai", "verda"])
-    assert rows[0][0] == "vastai" and rows[0][1].spot_price_per_hour == pytest.approx(1.0)
+    disk = 40 * STORAGE_COST / HOURS_PER_MONTH  # Vast's price includes the disk rented
+    assert rows[0][0] == "vastai"
+    assert rows[0][1].spot_price_per_hour == pytest.approx(1.0 + disk, abs=1e-4)
     spot = [offer.spot_price_per_hour for _, offer in rows]
     assert spot == sorted(spot)
 

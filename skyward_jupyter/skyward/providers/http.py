@@ -2,10 +2,10 @@
 
 Why one: every cloud API rate-limits (429), has bad minutes (5xx), rejects stale keys
 (401/403) and runs out of machines, each in its own words. The helper retries only the
-named transient answers (429, 5xx, a dropped connection) with exponential backoff and
-jitter, honours ``Retry-After``, stops at a deadline, and turns everything else into one
-clear :class:`~skyward.errors.ProvisionError` line. A provider adds its own words for "no
-capacity" through ``classify``.
+named transient answers (429, 5xx, a dropped connection) through the one retry policy of
+:mod:`.retry` (``Retry-After`` honoured, else backoff with jitter), stops at a deadline, and
+turns everything else into one clear :class:`~skyward.errors.ProvisionError` line. A
+provider adds its own words for "no capacity" through ``classify``.
 
 A fresh ``httpx.AsyncClient`` is used per call: providers are also called from a helper
 thread's loop at interpreter exit, and a client must not outlive the loop it was made on.
@@ -14,24 +14,23 @@ thread's loop at interpreter exit, and a client must not outlive the loop it was
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 
-from ..errors import ProvisionError
+from ..errors import CapacityError, ProvisionError
+from .retry import Retry, retry_after, retrying
 
-__all__ = ["ApiClient", "Classifier", "backoff_delays", "env_endpoint", "short_text"]
+__all__ = ["ApiClient", "Classifier", "env_endpoint", "short_text"]
 
 log = logging.getLogger("skyward.providers.http")
 
 Classifier = Callable[[int, Any], Exception | None]
-"""``(status, parsed body) -> exception to raise, or None``: a provider's own errors, for
-every answer but the transient ones (429, 5xx), which are retried first."""
+"""``(status, parsed body) -> exception to raise, or None``: a provider's own errors. A
+transient answer (429, 5xx) is retried unless the provider calls it a capacity error
+(Verda says "not enough resources" with a 503)."""
 
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
@@ -55,30 +54,6 @@ def short_text(body: Any, limit: int = 200) -> str:
             return str(errors[0].get("message", errors[0]))[:limit]
     text = " ".join(str(body).split())
     return text[:limit]
-
-
-def backoff_delays(base: float, cap: float) -> Callable[[int], float]:
-    """Exponential backoff with jitter: ``attempt`` -> seconds to wait."""
-
-    def delay(attempt: int) -> float:
-        return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
-
-    return delay
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _parse(response: httpx.Response) -> Any:
@@ -121,7 +96,8 @@ class ApiClient:
         self._classify = classify
         self.attempts = attempts
         self.deadline = deadline
-        self._delay = backoff_delays(backoff, max_backoff)
+        self._backoff = backoff
+        self._max_backoff = max_backoff
         self._timeout = request_timeout
         self._transport = transport
 
@@ -135,35 +111,35 @@ class ApiClient:
         ok: tuple[int, ...] = (200, 201, 202, 204),
         missing_ok: bool = False,
         reconcile: Callable[[], Awaitable[Any]] | None = None,
+        classify: Classifier | None = None,
     ) -> Any:
         """One API call; the parsed body (None for an empty one, or 404 if ``missing_ok``).
 
         ``reconcile`` makes a non-idempotent call (a launch) safe to retry: before each
         retry it looks for what the failed attempt may have created anyway, and its
-        answer, if not None, is returned instead of trying again.
+        answer, if not None, is returned instead of trying again. ``classify`` replaces
+        the client's own for this call.
         """
         what = f"{self.provider} API {method} {path}"
-        started = time.monotonic()
-        attempt = 0
+        classifier = classify or self._classify
+
+        async def attempt(number: int) -> Any:
+            if number > 1 and reconcile is not None:
+                found = await reconcile()
+                if found is not None:
+                    return found
+            return await self._attempt(method, path, json, params, ok, missing_ok, classifier)
+
         try:
             async with asyncio.timeout(self.deadline):
-                while True:
-                    problem, wait = await self._attempt(method, path, json, params, ok, missing_ok)
-                    if problem is None:
-                        return wait  # the parsed body
-                    attempt += 1
-                    if attempt >= self.attempts:
-                        raise ProvisionError(
-                            f"{what}: {problem} after {attempt} attempts "
-                            f"in {time.monotonic() - started:.0f} s"
-                        )
-                    delay = wait if wait is not None else self._delay(attempt - 1)
-                    log.info("%s: %s; retrying in %.1f s", what, problem, delay)
-                    await asyncio.sleep(delay)
-                    if reconcile is not None:
-                        found = await reconcile()
-                        if found is not None:
-                            return found
+                return await retrying(
+                    attempt,
+                    what=what,
+                    attempts=self.attempts,
+                    backoff=self._backoff,
+                    max_backoff=self._max_backoff,
+                    logger=log,
+                )
         except TimeoutError:
             raise ProvisionError(
                 f"{what}: no answer within the deadline of {self.deadline:.0f} s"
@@ -177,8 +153,9 @@ class ApiClient:
         params: Mapping[str, Any] | None,
         ok: tuple[int, ...],
         missing_ok: bool,
-    ) -> tuple[str | None, Any]:
-        """``(None, body)`` on success, ``(problem, wait or None)`` for a retryable answer."""
+        classify: Classifier | None,
+    ) -> Any:
+        """The parsed body; :class:`Retry` for an answer worth another try."""
         headers = dict(await self._auth()) if self._auth is not None else {}
         headers.setdefault("Accept", "application/json")
         try:
@@ -192,27 +169,26 @@ class ApiClient:
                     method, path, json=json, params=params, headers=headers
                 )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            return f"cannot reach {self.base_url} ({type(exc).__name__})", None
+            raise Retry(f"cannot reach {self.base_url} ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__} talking to {self.base_url}", None
+            raise Retry(f"{type(exc).__name__} talking to {self.base_url}") from None
         status = response.status_code
         body = _parse(response)
-        if status in TRANSIENT:
-            wait = _retry_after(response) if status in (429, 503) else None
-            return f"HTTP {status}", wait
-        if self._classify is not None:
-            mapped = self._classify(status, body)
-            if mapped is not None:
-                raise mapped
+        mapped = classify(status, body) if classify is not None else None
+        if status in TRANSIENT and not isinstance(mapped, CapacityError):
+            asked = response.headers.get("Retry-After") if status in (429, 503) else None
+            raise Retry(f"HTTP {status}", wait=retry_after(asked))
+        if mapped is not None:
+            raise mapped
         if status in (401, 403):
             raise ProvisionError(
                 f"{self.provider} rejected the credentials (HTTP {status}: "
                 f"{short_text(body)}): check {self.credential}"
             )
         if status == 404 and missing_ok:
-            return None, None
+            return None
         if status not in ok:
             raise ProvisionError(
                 f"{self.provider} API {method} {path}: HTTP {status}: {short_text(body)}"
             )
-        return None, body
+        return body

@@ -10,7 +10,7 @@ import time
 import asyncssh
 import pytest
 from skyward.core.provider import InstanceState
-from skyward.errors import ProvisionError
+from skyward.errors import CapacityError, ProvisionError
 from skyward.model import ClusterSpec
 from skyward.providers import get_provider
 from skyward.providers.runpod import RunPodProvider
@@ -30,8 +30,8 @@ SPEC = ClusterSpec(provider="runpod", nodes=1, accelerator="A100", accelerator_c
 
 
 @pytest.fixture
-def sim():
-    with RunPodSimulator() as simulator:
+def sim(request):
+    with RunPodSimulator(**getattr(request, "param", {})) as simulator:
         yield simulator
 
 
@@ -148,6 +148,68 @@ async def test_preemption_is_reported_with_runpods_reason(sim, provider, tmp_pat
     await provider.destroy(context, pod_id)
     await provider.teardown(context)
     assert sim.live_pods() == []
+
+
+@pytest.mark.parametrize(
+    ("status", "spot", "state"),
+    [
+        ("CREATED", True, InstanceState.PENDING),
+        ("RESTARTING", True, InstanceState.PENDING),
+        ("EXITED", True, InstanceState.PREEMPTED),
+        ("EXITED", False, InstanceState.STOPPED),
+        ("PAUSED", False, InstanceState.STOPPED),
+        ("DEAD", False, InstanceState.STOPPED),
+        ("DEAD", True, InstanceState.STOPPED),
+        ("TERMINATED", False, InstanceState.TERMINATED),
+    ],
+)
+async def test_every_pod_status_is_mapped(sim, provider, tmp_path, status, spot, state):
+    spec = ClusterSpec("runpod", accelerator="A100", accelerator_count=1,
+                       spot="always" if spot else "never")  # fmt: skip
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-t8", spec, keys)
+    pod_id = await provider.launch(context, launch_request("sky-t8", 0, spec, keys)[0])
+    sim.set_status(pod_id, status)
+    report = await provider.status(context, pod_id)
+    assert report.state is state
+    assert status.lower() in report.reason.lower() or state is not InstanceState.STOPPED
+    await provider.teardown(context)
+
+
+async def test_a_dead_pod_fails_its_start_at_once(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-t9", SPEC, keys)
+    pod_id = await provider.launch(context, launch_request("sky-t9", 0, SPEC, keys)[0])
+    sim.set_status(pod_id, "DEAD")
+    start = time.monotonic()
+    with pytest.raises(ProvisionError, match=f"runpod: pod {pod_id} .*DEAD"):
+        await provider.wait_running(context, pod_id, 60)
+    assert time.monotonic() - start < 5
+    await provider.teardown(context)
+
+
+@pytest.mark.parametrize(
+    "sim", [{"after_terminate": "null"}, {"after_terminate": "error"}], indirect=True
+)
+async def test_destroy_accepts_either_answer_for_a_terminated_pod(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-t10", SPEC, keys)
+    pod_id = await provider.launch(context, launch_request("sky-t10", 0, SPEC, keys)[0])
+    await provider.destroy(context, pod_id)
+    assert sim.live_pods() == []
+    assert (await provider.status(context, pod_id)).state is InstanceState.TERMINATED
+    await provider.destroy(context, pod_id)  # RunPod refuses, but the pod is gone: done
+    await provider.teardown(context)
+
+
+async def test_a_funds_refusal_is_not_a_capacity_error(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-t11", SPEC, keys)
+    sim.refuse_funds(1)
+    with pytest.raises(ProvisionError, match="Not enough funds") as raised:
+        await provider.launch(context, launch_request("sky-t11", 0, SPEC, keys)[0])
+    assert not isinstance(raised.value, CapacityError)
+    assert sim.live_pods() == []  # no fallback to the next offer
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
+import httpx
 import pytest
 from skyward.core.provider import InstanceState
 from skyward.errors import ProvisionError
@@ -23,7 +24,14 @@ from ..cloudtests import (
     run_notebook,
     ssh_echo,
 )
-from .simulator import API_KEY, VastSimulator, api_base
+from .simulator import (
+    API_KEY,
+    HOURS_PER_MONTH,
+    STORAGE_COST,
+    VastInstance,
+    VastSimulator,
+    api_base,
+)
 
 SPEC = ClusterSpec(provider="vastai", nodes=1, accelerator="A100", accelerator_count=2)
 
@@ -66,7 +74,9 @@ async def test_offers_match_type_and_count_cheapest_first(provider):
     offers = await provider.offers(SPEC)
     assert [o.accelerator for o in offers] == ["A100 PCIE", "A100 SXM4"]
     assert all(o.accelerator_count == 2 and o.vcpus == 16 for o in offers)
-    assert offers[0].spot_price_per_hour == pytest.approx(1.0)
+    assert offers[0].spot_price_per_hour == pytest.approx(
+        1.0 + 40 * STORAGE_COST / HOURS_PER_MONTH, abs=1e-4
+    )
     assert offers[0].region == "Quebec, CA"
     anywhere = await provider.offers(ClusterSpec("vastai", accelerator_count=1, spot="never"))
     assert anywhere[0].accelerator == "RTX 4090"
@@ -164,3 +174,56 @@ def test_example_notebook_runs_against_the_simulator(monkeypatch):
             monkeypatch.setenv(key, value)
         check_notebook(run_notebook("vastai"), "vastai")
         assert sim.backing_count() == 0
+
+
+async def test_offers_leave_out_unverified_and_external_hosts_and_price_the_disk(provider):
+    offers = await provider.offers(SPEC)
+    assert {o.region for o in offers} == {"Quebec, CA", "Texas, US"}  # not Nowhere/Elsewhere
+    disk = 40 * STORAGE_COST / HOURS_PER_MONTH  # the 40 GB skyward rents, $/h
+    cheapest = offers[0]
+    assert cheapest.price_per_hour == pytest.approx(2 * 0.95 + disk, abs=1e-4)
+    assert cheapest.spot_price_per_hour == pytest.approx(2 * 0.50 + disk, abs=1e-4)
+    assert cheapest.memory_gb == 128  # cpu_ram 128000 MB
+
+
+async def test_status_reads_the_instance_as_its_owner(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-v6", SPEC, keys)
+    iid = await provider.launch(context, launch_request("sky-v6", 0, SPEC, keys)[0])
+    assert (await provider.status(context, iid)).state in (
+        InstanceState.PENDING, InstanceState.RUNNING,
+    )  # fmt: skip
+    reads = [r for r in sim.requests if r.method == "GET" and r.path.endswith(f"/{iid}/")]
+    assert reads and all(r.query == {"owner": "me"} for r in reads)
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+def _vast(sim, method, path, **kw):
+    answer = httpx.request(
+        method, f"{sim.url}{path}", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10, **kw
+    )
+    return answer.status_code, answer.json()
+
+
+def test_unknown_search_fields_body_fields_and_parameters_are_refused(sim):
+    status, body = _vast(sim, "POST", "/api/v0/bundles/", json={"num_gpu": {"eq": 2}})
+    assert (status, body["error"]) == (400, "invalid_args") and "num_gpu" in body["msg"]
+    status, body = _vast(sim, "POST", "/api/v0/bundles/", json={"num_gpus": 2})
+    assert status == 400
+    status, body = _vast(sim, "PUT", "/api/v0/asks/5001/", json={"image": "x", "disk_gb": 40})
+    assert (status, body["success"]) == (400, False) and "disk_gb" in body["msg"]
+    status, body = _vast(sim, "GET", "/api/v0/instances/1/", params={"owner": "me", "ownr": "me"})
+    assert status == 400 and "ownr" in body["msg"]
+    assert sim.instances == {}
+
+
+def test_v1_instances_read_numbers_sent_as_strings(sim):
+    sim.instances[9] = VastInstance(9, "x", sim.offers[0], False, {"image": "i"}, 1.0)
+    params = {"limit": "25", "select_filters": '{"id": {"eq": "9"}}'}
+    status, body = _vast(sim, "GET", "/api/v1/instances/", params=params)
+    assert status == 200 and [row["id"] for row in body["instances"]] == [9]
+    assert body["instances"][0]["extra_env"] == [] and body["instances"][0]["start_date"] == 1.0
+    status, body = _vast(sim, "GET", "/api/v1/instances/", params={"limit": "many"})
+    assert status == 400
+    sim.instances.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
+import httpx
 import pytest
 from skyward.core.provider import InstanceState
 from skyward.errors import ProvisionError
@@ -58,7 +59,7 @@ async def test_rejected_credentials_fail_before_any_launch(sim, tmp_path):
 async def test_offers_per_location_cheapest_first(provider):
     offers = await provider.offers(SPEC)
     assert [(o.instance_type, o.region) for o in offers] == [
-        ("2A100.44V", "FIN-01"), ("2A100.44V", "ICE-01"),
+        ("2A100.44V", "FIN-03"), ("2A100.44V", "FIN-01"), ("2A100.44V", "ICE-01"),
     ]  # fmt: skip
     assert offers[0].accelerator == "A100 SXM4 80GB" and offers[0].vcpus == 44
     assert offers[0].price_per_hour == 2.58 and offers[0].spot_price_per_hour == 1.04
@@ -77,7 +78,7 @@ async def test_vm_lifecycle_with_pinned_host_key_on_port_22(sim, provider, tmp_p
     assert sim.vms[iid].hostname == "sky-d2-n0" and sim.vms[iid].is_spot
     assert [s["name"] for s in sim.scripts.values()] == ["skyward-sky-d2-n0"]
     instance = await provider.wait_running(context, iid, 30)
-    assert instance.ssh_port == 22 and instance.spot and instance.region == "FIN-01"
+    assert instance.ssh_port == 22 and instance.spot and instance.region == "FIN-03"
     assert await ssh_echo(instance, keys, host_key) == "pinned-ok"
     assert (await provider.status(context, iid)).state is InstanceState.RUNNING
     await provider.destroy(context, iid)
@@ -96,7 +97,7 @@ async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
     with caplog.at_level(logging.WARNING, logger="skyward.providers"):
         iid = await provider.launch(context, request)
     assert sim.count("POST", r"/instances$") == 2
-    assert "verda: no capacity for 2A100.44V (spot in FIN-01" in caplog.text
+    assert "verda: no capacity for 2A100.44V (spot in FIN-03" in caplog.text
     assert "trying 2A100.44V (on-demand in FIN-01" in caplog.text
     assert not sim.vms[iid].is_spot
     await provider.destroy(context, iid)
@@ -169,3 +170,110 @@ def test_example_notebook_runs_against_the_simulator(monkeypatch):
             monkeypatch.setenv(key, value)
         check_notebook(run_notebook("verda"), "verda")
         assert sim.backing_count() == 0
+
+
+async def test_spot_offers_come_from_the_spot_availability(sim, provider):
+    spot = await provider.offers(ClusterSpec("verda", accelerator_count=2, spot="always"))
+    assert [(o.instance_type, o.region) for o in spot] == [("2A100.44V", "FIN-03")]
+    asked = [r.query for r in sim.requests if r.path.endswith("/instance-availability")]
+    assert {"isSpot": "true"} in asked
+
+
+async def test_prices_are_asked_for_in_usd(sim, provider):
+    offers = await provider.offers(SPEC)
+    assert offers[0].price_per_hour == 2.58 and offers[0].spot_price_per_hour == 1.04
+    asked = [r.query for r in sim.requests if r.path.endswith("/instance-types")]
+    assert asked and all(q == {"currency": "usd"} for q in asked)
+
+
+async def test_a_reclaimed_spot_vm_leaves_no_volume_billing(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    spot = ClusterSpec("verda", accelerator="A100", accelerator_count=1, spot="always")
+    context = await provider.prepare("sky-d6", spot, keys)
+    iid = await provider.launch(context, launch_request("sky-d6", 0, spot, keys)[0])
+    assert sim.vms[iid].body["os_volume"]["on_spot_discontinue"] == "delete_permanently"
+    await provider.wait_running(context, iid, 30)
+    sim.preempt(iid)
+    assert (await provider.status(context, iid)).state is InstanceState.PREEMPTED
+    assert sim.billed_volumes() == []
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+async def test_a_destroyed_vm_leaves_no_volume_billing(sim, provider, tmp_path):
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d7", SPEC, keys)
+    iid = await provider.launch(context, launch_request("sky-d7", 0, SPEC, keys)[0])
+    await provider.wait_running(context, iid, 30)
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+    assert sim.vms == {} and sim.billed_volumes() == [] and sim.volumes == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("ordered", InstanceState.PENDING),
+        ("provisioning", InstanceState.PENDING),
+        ("restoring", InstanceState.PENDING),
+        ("offline", InstanceState.STOPPED),
+        ("starting_hibernation", InstanceState.STOPPED),
+        ("hibernating", InstanceState.STOPPED),
+        ("error", InstanceState.STOPPED),
+        ("discontinued", InstanceState.TERMINATED),
+        ("running", InstanceState.RUNNING),
+    ],
+)
+async def test_every_instance_status_is_mapped(sim, provider, tmp_path, status, state):
+    spec = ClusterSpec("verda", accelerator="A100", accelerator_count=2, spot="never")
+    keys = make_keys(tmp_path)
+    context = await provider.prepare("sky-d8", spec, keys)
+    iid = await provider.launch(context, launch_request("sky-d8", 0, spec, keys)[0])
+    await provider.wait_running(context, iid, 30)
+    sim.vms[iid].status = status
+    report = await provider.status(context, iid)
+    assert report.state is state
+    assert state is InstanceState.RUNNING or status in report.reason
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+@pytest.mark.parametrize("reads_as", ["discontinued", "gone"])
+async def test_a_reclaimed_spot_vm_is_preempted_however_it_reads(sim, provider, tmp_path, reads_as):
+    keys = make_keys(tmp_path)
+    spot = ClusterSpec("verda", accelerator="A100", accelerator_count=1, spot="always")
+    context = await provider.prepare("sky-d9", spot, keys)
+    iid = await provider.launch(context, launch_request("sky-d9", 0, spot, keys)[0])
+    await provider.wait_running(context, iid, 30)
+    sim.preempt(iid, reads_as=reads_as)
+    report = await provider.status(context, iid)
+    assert report.state is InstanceState.PREEMPTED and "reclaimed" in report.reason
+    await provider.destroy(context, iid)
+    await provider.teardown(context)
+
+
+def _verda(sim, method, path, **kw):
+    token = httpx.post(
+        f"{sim.url}/v1/oauth2/token",
+        json={"grant_type": "client_credentials", "client_id": CLIENT_ID,
+              "client_secret": CLIENT_SECRET},
+        timeout=10,
+    ).json()["access_token"]  # fmt: skip
+    answer = httpx.request(
+        method, f"{sim.url}/v1{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10,
+        **kw,
+    )  # fmt: skip
+    return answer.status_code, answer.json()
+
+
+def test_unknown_body_fields_and_parameters_are_refused(sim):
+    status, body = _verda(sim, "GET", "/instance-availability", params={"is_spot": "true"})
+    assert (status, body["code"]) == (400, "invalid_request") and "is_spot" in body["message"]
+    create = {"instance_type": "1A100.22V", "image": "ubuntu-22.04", "hostname": "h",
+              "description": "d", "location_code": "FIN-01", "isSpot": True}  # fmt: skip
+    status, body = _verda(sim, "POST", "/instances", json=create)
+    assert status == 400 and "isSpot" in body["message"] and sim.vms == {}
+    create.pop("isSpot")
+    create["os_volume"] = {"name": "os", "size": 50, "on_spot_discontinued": "delete_permanently"}
+    status, body = _verda(sim, "POST", "/instances", json=create)
+    assert status == 400 and "on_spot_discontinued" in body["message"] and sim.vms == {}

@@ -1,19 +1,20 @@
 """boto3, imported lazily, and every EC2/SSM call through one retrying, translating door.
 
-botocore's own retries are turned off: it does not honour ``Retry-After`` and cannot tell
-a capacity error (try another offer) from a server error (try again). Here a throttle or
-5xx is retried with backoff, a capacity code becomes ``CapacityError``, rejected
-credentials one line naming what to set, and anything else a ``ProvisionError``.
+botocore's own retries are turned off: its modes do not honour ``Retry-After`` and cannot
+tell a capacity error (try another offer) from a server error (try again). Here a throttle
+or 5xx goes through the providers' one retry policy (:mod:`..retry`), a capacity code
+becomes ``CapacityError``, rejected credentials one line naming what to set, and anything
+else a ``ProvisionError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
 from ...errors import CapacityError, ProvisionError
+from ..retry import Retry, retry_after, retrying
 from .catalog import AUTH_CODES, CAPACITY_CODES, THROTTLE_CODES
 
 __all__ = ["ENDPOINT_ENV", "CREDENTIALS_HINT", "Ec2Api", "import_boto3"]
@@ -37,14 +38,6 @@ def import_boto3() -> Any:
             'the aws provider needs boto3: pip install "skyward-jupyter[aws]"'
         ) from exc
     return boto3
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 class Ec2Api:
@@ -73,37 +66,41 @@ class Ec2Api:
 
     async def call(self, region: str, operation: str, service: str = "ec2", **kwargs: Any) -> Any:
         """``client.operation(**kwargs)`` in a thread; retried, errors translated."""
+        method = getattr(self.client(service, region), operation)
+
+        async def attempt(number: int) -> Any:
+            return await self._once(method, operation, kwargs)
+
+        return await retrying(
+            attempt, what=f"AWS {operation}", attempts=MAX_ATTEMPTS, max_wait=MAX_WAIT, logger=log
+        )
+
+    async def _once(self, method: Any, operation: str, kwargs: dict[str, Any]) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-        method = getattr(self.client(service, region), operation)
-        delay = 0.5
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return await asyncio.to_thread(method, **kwargs)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                code, message = error.get("Code", ""), error.get("Message", "")
-                meta = exc.response.get("ResponseMetadata", {})
-                status = int(meta.get("HTTPStatusCode") or 0)
-                if code in CAPACITY_CODES:
-                    raise CapacityError(f"AWS has no capacity ({code}): {message}") from exc
-                if code in AUTH_CODES or status in (401, 403) and not code.startswith("Invalid"):
-                    raise ProvisionError(
-                        f"AWS rejected the credentials ({code}): {CREDENTIALS_HINT}"
-                    ) from exc
-                transient = status == 429 or status >= 500 or code in THROTTLE_CODES
-                if not transient or attempt == MAX_ATTEMPTS:
-                    raise ProvisionError(f"AWS {operation} failed: {code}: {message}") from exc
-                wait = _retry_after(meta.get("HTTPHeaders", {}))
-                if wait is None:
-                    wait = delay * (1 + random.random() / 4)
-                    delay = min(delay * 2, MAX_WAIT)
-                wait = min(wait, MAX_WAIT)
-                log.info("skyward: AWS %s answered %s %s; retrying in %.1f s",
-                         operation, status, code, wait)  # fmt: skip
-                await asyncio.sleep(wait)
-            except NoCredentialsError as exc:
-                raise ProvisionError(f"no AWS credentials found: {CREDENTIALS_HINT}") from exc
-            except BotoCoreError as exc:
-                raise ProvisionError(f"AWS {operation} failed: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await asyncio.to_thread(method, **kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", ""), error.get("Message", "")
+            meta = exc.response.get("ResponseMetadata", {})
+            status = int(meta.get("HTTPStatusCode") or 0)
+            if code in CAPACITY_CODES:
+                raise CapacityError(f"AWS has no capacity ({code}): {message}") from exc
+            if code in AUTH_CODES or status in (401, 403) and not code.startswith("Invalid"):
+                raise ProvisionError(
+                    f"AWS rejected the credentials ({code}): {CREDENTIALS_HINT}"
+                ) from exc
+            failed = ProvisionError(f"AWS {operation} failed: {code}: {message}")
+            failed.__cause__ = exc
+            if status == 429 or status >= 500 or code in THROTTLE_CODES:
+                headers = {k.lower(): v for k, v in meta.get("HTTPHeaders", {}).items()}
+                raise Retry(
+                    f"HTTP {status} {code}", wait=retry_after(headers.get("retry-after")),
+                    final=failed,
+                ) from exc  # fmt: skip
+            raise failed from exc
+        except NoCredentialsError as exc:
+            raise ProvisionError(f"no AWS credentials found: {CREDENTIALS_HINT}") from exc
+        except BotoCoreError as exc:
+            raise ProvisionError(f"AWS {operation} failed: {exc}") from exc

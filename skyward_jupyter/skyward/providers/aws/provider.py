@@ -1,13 +1,17 @@
 """The ``aws`` provider: EC2 instances through boto3.
 
 Credentials come from boto3's chain (environment, profile, instance role); the region from
-``--region``, else the chain, else us-east-1. Per cluster: an imported key pair and a
-security group open on tcp/22 to the caller's address only and to all traffic from its
-own members (torch's rendezvous, NCCL, the head-node relay), both named and tagged with
-the cluster id. Instances carry cloud-init user data that installs the client-generated
-host key before sshd first starts, so the host key is pinned from the first connection;
-IMDSv2 is required (session tokens, one hop), so neither a request forged through a
-service on the node nor a container on it can read that user data from the metadata.
+``--region``, else the chain, else us-east-1; the endpoint from ``SKYWARD_AWS_ENDPOINT``, else
+boto3's own ``AWS_ENDPOINT_URL_EC2`` / ``AWS_ENDPOINT_URL`` (what boto3 itself honours).
+The image is the AMI that AWS's public SSM parameter names for the region (Deep Learning
+Base AMI for GPUs, Ubuntu otherwise), or ``SKYWARD_AWS_IMAGE`` (an AMI id) where set.
+Per cluster: an imported key pair and a security group open on tcp/22 to the caller's
+address only and to all traffic from its own members (torch's rendezvous, NCCL, the
+head-node relay), both named and tagged with the cluster id. Instances carry cloud-init
+user data that installs the client-generated host key before sshd first starts, so the
+host key is pinned from the first connection; IMDSv2 is required (session tokens, one
+hop), so neither a request forged through a service on the node nor a container on it
+can read that user data from the metadata.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ METADATA_OPTIONS = {
     "HttpEndpoint": "enabled",
 }
 """IMDSv2 only, one hop: the user data (with the host key) needs a session token."""
+IMAGE_ENV = "SKYWARD_AWS_IMAGE"
+BOTO_ENDPOINTS = ("AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +92,17 @@ class AwsProvider:
     name: ProviderName = "aws"
     ssh_user = "ubuntu"  # the default user of Ubuntu AMIs (and of the Deep Learning AMI)
 
-    def __init__(self, region: str | None = None, endpoint: str | None = None) -> None:
+    def __init__(
+        self, region: str | None = None, endpoint: str | None = None, image: str | None = None
+    ) -> None:
         boto3 = import_boto3()
         self.endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or None
+        # Where boto3 itself is pointed elsewhere (its own variables), SSH is opened to our
+        # side of a connection to that endpoint, as for ours.
+        self._cidr_endpoint = self.endpoint or next(
+            (os.environ[v] for v in BOTO_ENDPOINTS if os.environ.get(v)), None
+        )
+        self.image = image or os.environ.get(IMAGE_ENV) or None
         session = boto3.session.Session(region_name=region)
         if session.get_credentials() is None:
             raise ProvisionError(f"no AWS credentials found: {CREDENTIALS_HINT}")
@@ -153,9 +167,7 @@ class AwsProvider:
         if not attempts:
             raise ProvisionError(f"no AWS instance type offers {_wanted(spec)} in {region}")
         context = AwsContext(cluster_id, region, spec, attempts)
-        parameter = AMI_PARAMETERS[spec.accelerator_count > 0]
-        found = await self.api.call(region, "get_parameter", service="ssm", Name=parameter)
-        context.image_id = found["Parameter"]["Value"]
+        context.image_id = self.image or await self._public_image(region, spec)
         try:
             await self._create_resources(context, keys)
         except BaseException:
@@ -163,9 +175,26 @@ class AwsProvider:
             raise
         return context
 
+    async def _public_image(self, region: str, spec: ClusterSpec) -> str:
+        """The AMI that AWS's public SSM parameter names in ``region``; an error that says
+        which lookup failed and what to set where the region (or the endpoint) has none."""
+        parameter = AMI_PARAMETERS[spec.accelerator_count > 0]
+        try:
+            found = await self.api.call(region, "get_parameter", service="ssm", Name=parameter)
+        except ProvisionError as exc:
+            if "ParameterNotFound" not in str(exc):
+                raise
+            kind = "GPU (Deep Learning Base AMI)" if spec.accelerator_count else "CPU (Ubuntu)"
+            raise ProvisionError(
+                f"aws: found no {kind} image in {region}: the SSM parameter {parameter} is not "
+                f"there (ssm get_parameter: ParameterNotFound); set {IMAGE_ENV} to an AMI id "
+                "in that region, or choose a region that publishes it with --region"
+            ) from exc
+        return str(found["Parameter"]["Value"])
+
     async def _create_resources(self, context: AwsContext, keys: ClusterKeys) -> None:
         region, name = context.region, f"skyward-{context.cluster_id}"
-        cidr = await asyncio.to_thread(caller_cidr, self.endpoint)
+        cidr = await asyncio.to_thread(caller_cidr, self._cidr_endpoint)
         await self.api.call(
             region,
             "import_key_pair",

@@ -1,6 +1,7 @@
 """google-cloud-compute, imported lazily, and every call through one retrying door.
 
-Calls run in a thread; 429 and 5xx are retried with backoff honouring ``Retry-After``;
+Calls run in a thread; 429 and 5xx go through the providers' one retry policy
+(:mod:`..retry`: ``Retry-After`` honoured, else backoff with jitter);
 a stockout becomes ``CapacityError``; rejected credentials one line naming what to set.
 Operations are waited on through our own operations clients, built with the same
 endpoint and credentials (``operation.result()`` would poll the real API: FACTS.md).
@@ -11,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from typing import Any
 
 from ...errors import CapacityError, ProvisionError
+from ..retry import Retry, retry_after, retrying
 from .catalog import CAPACITY_CODES
 
 __all__ = ["CREDENTIALS_HINT", "ENDPOINT_ENV", "ComputeApi"]
@@ -33,11 +34,8 @@ MAX_WAIT = 30.0
 
 def _retry_after(exc: Any) -> float | None:
     response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    headers = getattr(response, "headers", None) or {}
+    return retry_after(headers.get("Retry-After"))
 
 
 class ComputeApi:
@@ -95,46 +93,49 @@ class ComputeApi:
 
     async def call(self, method: Any, **kwargs: Any) -> Any:
         """``method(**kwargs)`` in a thread; retried, errors translated (NotFound kept)."""
+        name = getattr(method, "__name__", "call")
+
+        async def attempt(number: int) -> Any:
+            return await self._once(method, name, kwargs)
+
+        return await retrying(
+            attempt, what=f"Google Cloud {name}", attempts=MAX_ATTEMPTS, max_wait=MAX_WAIT,
+            logger=log,
+        )  # fmt: skip
+
+    async def _once(self, method: Any, name: str, kwargs: dict[str, Any]) -> Any:
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import GoogleAuthError
 
-        delay = 0.5
-        name = getattr(method, "__name__", "call")
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return await asyncio.to_thread(method, timeout=60.0, **kwargs)
-            except (gexc.NotFound, gexc.Conflict):
-                raise
-            except GoogleAuthError as exc:
-                # A refused token (or one that cannot be refreshed) after a 401.
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+        try:
+            return await asyncio.to_thread(method, timeout=60.0, **kwargs)
+        except (gexc.NotFound, gexc.Conflict):
+            raise
+        except GoogleAuthError as exc:
+            # A refused token (or one that cannot be refreshed) after a 401.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+            raise ProvisionError(
+                f"Google Cloud rejected the credentials ({reason}): {CREDENTIALS_HINT}"
+            ) from exc
+        except gexc.GoogleAPICallError as exc:
+            text = f"{exc.message}" if getattr(exc, "message", "") else str(exc)
+            if any(code in str(exc) for code in CAPACITY_CODES):
+                raise CapacityError(f"Google Cloud has no capacity: {text}") from exc
+            if isinstance(exc, gexc.Unauthorized):
                 raise ProvisionError(
-                    f"Google Cloud rejected the credentials ({reason}): {CREDENTIALS_HINT}"
+                    f"Google Cloud rejected the credentials: {CREDENTIALS_HINT}"
                 ) from exc
-            except gexc.GoogleAPICallError as exc:
-                text = f"{exc.message}" if getattr(exc, "message", "") else str(exc)
-                if any(code in str(exc) for code in CAPACITY_CODES):
-                    raise CapacityError(f"Google Cloud has no capacity: {text}") from exc
-                if isinstance(exc, gexc.Unauthorized):
-                    raise ProvisionError(
-                        f"Google Cloud rejected the credentials: {CREDENTIALS_HINT}"
-                    ) from exc
-                if isinstance(exc, gexc.Forbidden):
-                    raise ProvisionError(
-                        f"Google Cloud refused {name} in project {self.project} ({text}): "
-                        "check the credentials' roles and that the Compute API is enabled"
-                    ) from exc
-                code = int(getattr(exc, "code", 0) or 0)
-                if not (code == 429 or code >= 500) or attempt == MAX_ATTEMPTS:
-                    raise ProvisionError(f"Google Cloud {name} failed: {code} {text}") from exc
-                wait = _retry_after(exc)
-                if wait is None:
-                    wait = delay * (1 + random.random() / 4)
-                    delay = min(delay * 2, MAX_WAIT)
-                wait = min(wait, MAX_WAIT)
-                log.info("skyward: GCP %s answered %s; retrying in %.1f s", name, code, wait)
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+            if isinstance(exc, gexc.Forbidden):
+                raise ProvisionError(
+                    f"Google Cloud refused {name} in project {self.project} ({text}): "
+                    "check the credentials' roles and that the Compute API is enabled"
+                ) from exc
+            code = int(getattr(exc, "code", 0) or 0)
+            failed = ProvisionError(f"Google Cloud {name} failed: {code} {text}")
+            failed.__cause__ = exc
+            if code == 429 or code >= 500:
+                raise Retry(f"HTTP {code}", wait=_retry_after(exc), final=failed) from exc
+            raise failed from exc
 
     async def wait(self, operation: Any, zone: str | None, timeout: float = 600.0) -> Any:
         """Wait for ``operation`` to be DONE; raise with its error (stockouts as capacity)."""

@@ -12,7 +12,13 @@ launch, so the pod gets ``PUBLIC_KEY`` (RunPod's images authorize it for root) a
 before the image's ``/start.sh`` starts sshd: the host key is pinned. The key lives in the
 pod's configuration until the pod is terminated.
 
-Preemption: an interruptible pod that is outbid is stopped (``desiredStatus`` EXITED).
+States: every ``desiredStatus`` of RunPod's ``PodStatus`` is mapped (``_STATES``). An
+interruptible pod that is outbid is stopped (EXITED): that is preemption. A DEAD, PAUSED
+or EXITED pod is a lost node at once, never a pending one. Once terminated, RunPod may
+answer ``pod(input: {podId})`` with null or with an error on that field: both read as
+gone. Only RunPod's own words for "no machine" are a capacity error (the next offer is
+tried); any other refusal, funds included, stops the launch with RunPod's message.
+
 RunPod has no cluster-level resources (the key travels per pod), so ``teardown`` only
 makes sure no pod of the cluster is left.
 """
@@ -40,7 +46,7 @@ from ..cloud import (
     rank,
     wanted_gpus,
 )
-from ..http import ApiClient, env_endpoint, short_text
+from ..http import ApiClient, Classifier, env_endpoint, short_text
 
 __all__ = ["DEFAULT_IMAGE", "RunPodProvider"]
 
@@ -50,10 +56,18 @@ ENDPOINT = "https://api.runpod.io"
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
 CREDENTIAL = "RUNPOD_API_KEY"
 _CAPACITY = re.compile(
-    r"no longer any instances available|not enough|no (gpu|instances?|machines?) available"
-    r"|out of stock|insufficient capacity",
-    re.I,
+    r"there are no longer any instances available|not enough free gpus on the host", re.I
 )
+_STATES: dict[str, tuple[InstanceState, str]] = {
+    "CREATED": (InstanceState.PENDING, "pod created, not started yet"),
+    "RESTARTING": (InstanceState.PENDING, "pod restarting"),
+    "RUNNING": (InstanceState.RUNNING, ""),
+    "EXITED": (InstanceState.STOPPED, "pod exited"),
+    "PAUSED": (InstanceState.STOPPED, "pod paused"),
+    "DEAD": (InstanceState.STOPPED, "pod dead"),
+    "TERMINATED": (InstanceState.TERMINATED, "pod terminated"),
+}
+"""RunPod's ``PodStatus`` values -> our state and the reason shown."""
 
 _GPU_TYPES = """
 query GpuTypes($secure: GpuLowestPriceInput, $community: GpuLowestPriceInput) {
@@ -80,6 +94,26 @@ _SPOT = (
 _POD = f"query Pod($input: PodFilter) {{ pod(input: $input) {{ {_POD_FIELDS} }} }}"
 _PODS = "query Pods { myself { pods { id name desiredStatus } } }"
 _TERMINATE = "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }"
+
+
+def _errors_on(field_name: str, body: Any) -> bool:
+    """Whether every GraphQL error in ``body`` is on the root field ``field_name``."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return bool(errors) and all(
+        isinstance(e, dict) and (e.get("path") or [None])[0] == field_name for e in errors
+    )
+
+
+def _answer_on(field_name: str) -> Classifier:
+    """A classifier that lets an error on the root field ``field_name`` through as an
+    answer (``pod`` of a terminated pod, ``podTerminate`` of one already gone)."""
+
+    def classify(status: int, body: Any) -> Exception | None:
+        if status == 200 and _errors_on(field_name, body):
+            return None
+        return _classify(status, body)
+
+    return classify
 
 
 def _classify(status: int, body: Any) -> Exception | None:
@@ -261,7 +295,8 @@ class RunPodProvider:
         return None
 
     async def _pod(self, pod_id: str) -> dict[str, Any] | None:
-        data = await self._gql(_POD, {"input": {"podId": pod_id}})
+        """The pod, or None where RunPod answers null or an error on ``pod`` (gone)."""
+        data = await self._gql(_POD, {"input": {"podId": pod_id}}, classify=_answer_on("pod"))
         return data.get("pod")
 
     async def wait_running(
@@ -273,9 +308,11 @@ class RunPodProvider:
             pod = await self._pod(instance_id)
             if pod is None:
                 raise ProvisionError(f"runpod: pod {instance_id} disappeared while starting")
-            if pod.get("desiredStatus") in ("EXITED", "TERMINATED"):
+            desired = str(pod.get("desiredStatus"))
+            state, why = _STATES.get(desired, (InstanceState.PENDING, ""))
+            if state is not InstanceState.PENDING and state is not InstanceState.RUNNING:
                 raise ProvisionError(
-                    f"runpod: pod {instance_id} stopped while starting ({pod['desiredStatus']})"
+                    f"runpod: pod {instance_id} failed while starting: {why} ({desired})"
                 )
             for port in (pod.get("runtime") or {}).get("ports") or []:
                 if port.get("privatePort") == 22 and port.get("isIpPublic"):
@@ -302,30 +339,40 @@ class RunPodProvider:
         pod = await self._pod(instance_id)
         if pod is None:
             return StatusReport(InstanceState.TERMINATED, "runpod: pod not found")
-        desired = pod.get("desiredStatus")
+        desired = str(pod.get("desiredStatus"))
         candidate = context.pods.get(instance_id)
         interruptible = pod.get("podType") == "INTERRUPTABLE" or bool(candidate and candidate.spot)
-        if desired == "RUNNING":
+        state, why = _STATES.get(desired, (InstanceState.PENDING, f"unknown status {desired}"))
+        if state is InstanceState.RUNNING:
             running = bool((pod.get("runtime") or {}).get("ports"))
             return StatusReport(InstanceState.RUNNING if running else InstanceState.PENDING)
         if desired == "EXITED" and interruptible:
             return StatusReport(
                 InstanceState.PREEMPTED, "runpod: interruptible pod exited (outbid or reclaimed)"
             )
-        if desired == "EXITED":
-            return StatusReport(InstanceState.STOPPED, "runpod: pod exited")
-        if desired == "TERMINATED":
-            return StatusReport(InstanceState.TERMINATED, "runpod: pod terminated")
-        return StatusReport(InstanceState.PENDING, f"runpod: {desired}")
+        return StatusReport(state, f"runpod: {why} ({desired})")
 
     async def destroy(self, context: RunPodCluster, instance_id: InstanceId) -> None:
-        """Terminate the pod and wait until RunPod no longer lists it."""
-        await self._gql(_TERMINATE, {"input": {"podId": instance_id}})
+        """Terminate the pod and wait until RunPod no longer lists it.
+
+        A refusal to terminate is an error only while the pod is still there: RunPod
+        refuses to terminate a pod that is already gone, which is what we want.
+        """
+        body = await self._api.call(
+            "POST",
+            "/graphql",
+            json={"query": _TERMINATE, "variables": {"input": {"podId": instance_id}}},
+            classify=_answer_on("podTerminate"),
+        )
 
         async def gone() -> bool | None:
             pod = await self._pod(instance_id)
             return True if pod is None or pod.get("desiredStatus") == "TERMINATED" else None
 
+        if _errors_on("podTerminate", body) and not await gone():
+            raise ProvisionError(
+                f"runpod: terminating pod {instance_id} failed: {short_text(body)}"
+            )
         await poll_until(gone, 120.0, f"runpod: termination of pod {instance_id}")
         context.pods.pop(instance_id, None)
 

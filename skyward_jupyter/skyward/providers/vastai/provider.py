@@ -4,10 +4,13 @@ Base ``https://console.vast.ai/api/v0`` (``SKYWARD_VASTAI_ENDPOINT`` overrides i
 from ``VAST_API_KEY`` or the Vast CLI's key file (``~/.config/vastai/vast_api_key``, or
 the older ``~/.vast_api_key``), sent as a bearer token.
 
-Offers: ``POST /bundles/`` (``type`` on-demand or bid), one machine per offer; a launch
-rents it with ``PUT /asks/{id}/`` (a ``price`` bid for interruptible ones) and answers
+Offers: ``POST /bundles/`` (``type`` on-demand or bid) with the official SDK's default
+filters (verified hosts, not external, rentable, not rented) and ``allocated_storage``
+set to the disk we rent, so ``dph_total`` is what the machine costs with that disk; one
+machine per offer (its ``cpu_ram`` is in MB). A launch rents it with ``PUT /asks/{id}/``
+(a ``price`` bid, the machine's ``min_bid``, for interruptible ones) and answers
 ``no_such_ask`` when someone else got it first: the next offer is tried. Each instance is
-labelled ``<cluster id>-n<node>``.
+labelled ``<cluster id>-n<node>``; one is read with ``owner=me``, as the SDK does.
 
 Cluster resources: the cluster's public key is added to the account (``POST /ssh/``, its
 comment names the cluster) and removed at teardown.
@@ -51,6 +54,7 @@ __all__ = ["DEFAULT_IMAGE", "VastProvider", "read_api_key"]
 ENDPOINT = "https://console.vast.ai/api/v0"
 DEFAULT_IMAGE = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
 CREDENTIAL = "VAST_API_KEY"
+DISK_GB = 40
 _GONE = re.compile(r"no_such_ask|not available|unavailable|already rented|no longer", re.I)
 
 
@@ -125,10 +129,13 @@ class VastProvider:
 
     async def _search(self, spec: ClusterSpec, kind: str) -> list[dict[str, Any]]:
         query: dict[str, Any] = {
+            "verified": {"eq": True},
+            "external": {"eq": False},
             "rentable": {"eq": True},
             "rented": {"eq": False},
             "num_gpus": {"eq": wanted_gpus(spec)},
             "type": kind,
+            "allocated_storage": DISK_GB,
             "order": [["dph_total", "asc"]],
             "limit": 64,
         }
@@ -136,30 +143,42 @@ class VastProvider:
         return list((body or {}).get("offers") or [])
 
     async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
+        """One offer per machine, with its on-demand and its interruptible price (each
+        with the disk), and a candidate per way to rent it that the spot policy allows."""
         kinds = {"always": ["bid"], "never": ["on-demand"]}.get(spec.spot, ["on-demand", "bid"])
-        found: list[Candidate] = []
+        found: dict[str, dict[str, dict[str, Any]]] = {}
         for kind in kinds:
             for row in await self._search(spec, kind):
-                if not accelerator_matches(spec.accelerator, row.get("gpu_name")):
-                    continue
-                spot = kind == "bid"
-                on_demand = float(row.get("dph_total") or 0.0)
-                bid = row.get("min_bid")
-                offer = Offer(
-                    provider="vastai",
-                    instance_type=f"{row.get('gpu_name')} x{row.get('num_gpus')} #{row['id']}",
-                    accelerator=row.get("gpu_name"),
-                    accelerator_count=int(row.get("num_gpus") or 0),
-                    vcpus=float(row.get("cpu_cores_effective") or row.get("cpu_cores") or 0),
-                    memory_gb=round(float(row.get("cpu_ram") or 0) / 1024, 1),
-                    price_per_hour=round(on_demand, 4),
-                    spot_price_per_hour=None if bid is None else round(float(bid), 4),
-                    region=str(row.get("geolocation") or ""),
+                if accelerator_matches(spec.accelerator, row.get("gpu_name")):
+                    found.setdefault(str(row["id"]), {})[kind] = row
+        candidates: list[Candidate] = []
+        for ask, rows in found.items():
+            row = rows.get("on-demand") or rows["bid"]
+            bid_row = rows.get("bid")
+            on_demand = row.get("dph_total") if "on-demand" in rows else None
+            if on_demand is None:  # searched for spot only: the machine's price plus the disk
+                on_demand = float(row.get("dph_base") or 0) + float(
+                    row.get("storage_total_cost") or 0
                 )
-                if spot and bid is None:
-                    continue
-                found.append(Candidate(offer, spot, {"ask": row["id"], "bid": bid}))
-        return rank(found, spec)
+            offer = Offer(
+                provider="vastai",
+                instance_type=f"{row.get('gpu_name')} x{row.get('num_gpus')} #{ask}",
+                accelerator=row.get("gpu_name"),
+                accelerator_count=int(row.get("num_gpus") or 0),
+                vcpus=float(row.get("cpu_cores_effective") or row.get("cpu_cores") or 0),
+                memory_gb=round(float(row.get("cpu_ram") or 0) / 1000, 1),
+                price_per_hour=round(float(on_demand), 4),
+                spot_price_per_hour=None
+                if bid_row is None
+                else round(float(bid_row.get("dph_total") or 0), 4),
+                region=str(row.get("geolocation") or ""),
+            )
+            if "on-demand" in rows:
+                candidates.append(Candidate(offer, False, {"ask": row["id"], "bid": None}))
+            if bid_row is not None and bid_row.get("min_bid") is not None:
+                data = {"ask": bid_row["id"], "bid": float(bid_row["min_bid"])}
+                candidates.append(Candidate(offer, True, data))
+        return rank(candidates, spec)
 
     async def offers(self, spec: ClusterSpec) -> list[Offer]:
         """Rentable machines matching ``spec``, cheapest first."""
@@ -194,7 +213,7 @@ class VastProvider:
             body: dict[str, Any] = {
                 "client_id": "me",
                 "image": self.image,
-                "disk": 40,
+                "disk": DISK_GB,
                 "label": label,
                 "onstart": script,
                 "runtype": "ssh_direc ssh_proxy",
@@ -235,7 +254,9 @@ class VastProvider:
         return None
 
     async def _instance(self, instance_id: str) -> dict[str, Any] | None:
-        body = await self._api.call("GET", f"/instances/{instance_id}/", missing_ok=True)
+        body = await self._api.call(
+            "GET", f"/instances/{instance_id}/", params={"owner": "me"}, missing_ok=True
+        )
         row = (body or {}).get("instances") if isinstance(body, dict) else None
         return row if isinstance(row, dict) and row else None
 

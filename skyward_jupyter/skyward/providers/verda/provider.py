@@ -4,10 +4,13 @@ Base ``https://api.verda.com/v1`` (``SKYWARD_VERDA_ENDPOINT`` overrides it). Cre
 ``VERDA_CLIENT_ID`` and ``VERDA_CLIENT_SECRET``, exchanged for a bearer token at
 ``POST /oauth2/token`` (OAuth2 client credentials), renewed before it expires.
 
-Offers: ``GET /instance-types`` (GPU model and count, vCPUs, memory, on-demand and spot
-price) crossed with ``GET /instance-availability?is_spot=…`` (which types each location
-has now). VMs are launched with ``POST /instances`` (``is_spot`` for spot), named
-``<cluster id>-n<node>`` (hostname) and described with the cluster id.
+Offers: ``GET /instance-types?currency=usd`` (GPU model and count, vCPUs, memory,
+on-demand and spot price, in USD) crossed with ``GET /instance-availability?isSpot=…``
+(which types each location has now, spot and on-demand apart: the spelling of the
+official SDK). VMs are launched with ``POST /instances`` (``is_spot`` for spot), named
+``<cluster id>-n<node>`` (hostname) and described with the cluster id; the OS volume of
+a spot VM is deleted with it when Verda reclaims it (``on_spot_discontinue:
+delete_permanently``), and ours deletes it with the VM, so no volume is left billing.
 
 Cluster resources: an SSH key (``POST /sshkeys``, named ``skyward-<cluster id>``) for the
 cluster, and one startup script per node (``POST /scripts``, ``skyward-<cluster>-n<node>``);
@@ -17,7 +20,9 @@ Host key: the startup script installs the client-generated host key as sshd's on
 key and restarts sshd; the node is reported running only once it presents that key, so
 the host key is pinned. Verda reports only an IP: SSH is on port 22.
 
-Preemption: a spot VM that Verda reclaims becomes ``discontinued``.
+States: every instance status of the official SDKs (Python ``InstanceStatus``, Go
+``Status*``) is mapped in ``_STATES``. A spot VM that Verda reclaims reads as
+``discontinued`` or is gone (404): either is preemption.
 """
 
 from __future__ import annotations
@@ -50,15 +55,37 @@ ENDPOINT = "https://api.verda.com/v1"
 DEFAULT_IMAGE = "ubuntu-22.04-cuda-12.4-docker"
 CREDENTIAL = "VERDA_CLIENT_ID and VERDA_CLIENT_SECRET"
 _CAPACITY = re.compile(
-    r"capacity|not available|no .*available|insufficient (resources|capacity)|out of stock",
+    r"not enough resources|capacity|not available|no .*available"
+    r"|insufficient (resources|capacity)|out of stock",
     re.I,
 )
 _GONE_STATES = {"deleted", "notfound"}
+_STATES: dict[str, InstanceState] = {
+    "new": InstanceState.PENDING,
+    "ordered": InstanceState.PENDING,
+    "provisioning": InstanceState.PENDING,
+    "validating": InstanceState.PENDING,
+    "pending": InstanceState.PENDING,
+    "restoring": InstanceState.PENDING,
+    "unknown": InstanceState.PENDING,
+    "running": InstanceState.RUNNING,
+    "offline": InstanceState.STOPPED,
+    "starting_hibernation": InstanceState.STOPPED,
+    "hibernating": InstanceState.STOPPED,
+    "error": InstanceState.STOPPED,
+    "no_capacity": InstanceState.STOPPED,
+    "discontinued": InstanceState.TERMINATED,
+    "deleting": InstanceState.TERMINATED,
+    "deleted": InstanceState.TERMINATED,
+    "notfound": InstanceState.TERMINATED,
+}
+"""Verda's instance statuses -> ours (a spot VM that is discontinued or gone: preempted)."""
 
 
 def _classify(status: int, body: Any) -> Exception | None:
-    """Verda refuses a launch it has no machine for with a 4xx whose message says so."""
-    if status in (400, 409, 422) and _CAPACITY.search(short_text(body)):
+    """Verda refuses a launch it has no machine for with a 4xx or a 503 that says so
+    ("Not enough resources to deploy …"): a capacity error, not one to retry."""
+    if status in (400, 409, 422, 503) and _CAPACITY.search(short_text(body)):
         return CapacityError(f"verda: {short_text(body)}")
     return None
 
@@ -73,12 +100,21 @@ def _token_classify(status: int, body: Any) -> Exception | None:
 
 
 def _gpu_model(kind: dict[str, Any]) -> str | None:
-    """``'8x H100 SXM5 80GB'`` → ``'H100 SXM5 80GB'``; None for a CPU-only type."""
+    """The GPU's name as shown: ``name`` (``'A100 SXM4 80GB'``), else ``model``
+    (``'A100'``), else the description without its count (``'8x H100'`` → ``'H100'``);
+    None for a CPU-only type."""
+    names = _gpu_names(kind)
+    return names[0] if names else None
+
+
+def _gpu_names(kind: dict[str, Any]) -> list[str]:
+    """Every name Verda gives the type's GPU, most descriptive first (empty: no GPU)."""
     gpu = kind.get("gpu") or {}
     if not gpu.get("number_of_gpus"):
-        return None
-    text = str(kind.get("model") or gpu.get("description") or "")
-    return re.sub(r"^\s*\d+\s*x\s*", "", text).strip() or None
+        return []
+    described = re.sub(r"^\s*\d+\s*x\s*", "", str(gpu.get("description") or "")).strip()
+    found = [str(kind.get(key) or "").strip() for key in ("name", "model", "display_name")]
+    return [name for name in [*found, described] if name]
 
 
 @dataclass
@@ -146,12 +182,17 @@ class VerdaProvider:
     # -- offers -------------------------------------------------------------------------
 
     async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
-        kinds = await self._api.call("GET", "/instance-types")
+        kinds = await self._api.call("GET", "/instance-types", params={"currency": "usd"})
+        other = {
+            str(k.get("currency")) for k in kinds or [] if k.get("currency") not in (None, "usd")
+        }
+        if other:
+            raise ProvisionError(f"verda: prices came in {', '.join(sorted(other))}, not usd")
         spots = {"always": [True], "never": [False]}.get(spec.spot, [False, True])
         where: dict[bool, dict[str, list[str]]] = {}
         for spot in spots:
             rows = await self._api.call(
-                "GET", "/instance-availability", params={"is_spot": str(spot).lower()}
+                "GET", "/instance-availability", params={"isSpot": str(spot).lower()}
             )
             per_type: dict[str, list[str]] = {}
             for row in rows or []:
@@ -164,7 +205,9 @@ class VerdaProvider:
             count = int((kind.get("gpu") or {}).get("number_of_gpus") or 0)
             if spec.accelerator_count and count != spec.accelerator_count:
                 continue
-            if spec.accelerator and not accelerator_matches(spec.accelerator, model):
+            if spec.accelerator and not any(
+                accelerator_matches(spec.accelerator, name) for name in _gpu_names(kind)
+            ):
                 continue
             name = str(kind["instance_type"])
             spot_price = kind.get("spot_price")
@@ -230,7 +273,11 @@ class VerdaProvider:
                 "description": f"skyward cluster {context.cluster_id} node {request.node_id}",
                 "location_code": candidate.data["location"],
                 "is_spot": candidate.spot,
-                "os_volume": {"name": f"{hostname}-os", "size": 50},
+                "os_volume": {
+                    "name": f"{hostname}-os",
+                    "size": 50,
+                    "on_spot_discontinue": "delete_permanently",
+                },
             }
             answer = await self._api.call(
                 "POST", "/instances", json=body, reconcile=lambda: self._find(hostname)
@@ -275,8 +322,10 @@ class VerdaProvider:
             row = await self._instance(instance_id)
             if row is None:
                 raise ProvisionError(f"verda: instance {instance_id} disappeared while starting")
-            status = row.get("status")
-            if status in ("error", "discontinued", "no_capacity", "offline"):
+            status = str(row.get("status"))
+            if _STATES.get(status, InstanceState.PENDING) not in (
+                InstanceState.PENDING, InstanceState.RUNNING,
+            ):  # fmt: skip
                 raise ProvisionError(f"verda: instance {instance_id} is {status} while starting")
             ip = row.get("ip")
             if status != "running" or not ip:
@@ -298,28 +347,33 @@ class VerdaProvider:
         return await poll_until(ready, timeout, f"verda: instance {instance_id} running")
 
     async def status(self, context: VerdaCluster, instance_id: InstanceId) -> StatusReport:
-        """Map Verda's state; a spot VM that was discontinued was preempted."""
-        row = await self._instance(instance_id)
-        if row is None:
-            return StatusReport(InstanceState.TERMINATED, "verda: instance not found")
-        status = row.get("status")
-        if status == "running":
-            return StatusReport(InstanceState.RUNNING)
-        if status == "discontinued" and row.get("is_spot"):
+        """Map Verda's state; a spot VM that is discontinued or gone was reclaimed."""
+        row = await self._api.call("GET", f"/instances/{instance_id}", missing_ok=True)
+        candidate = context.instances.get(instance_id)
+        spot = (
+            bool(row.get("is_spot"))
+            if isinstance(row, dict)
+            else bool(candidate and candidate.spot)
+        )
+        status = str(row.get("status")) if isinstance(row, dict) else "notfound"
+        state = _STATES.get(status, InstanceState.PENDING)
+        if state is InstanceState.TERMINATED and spot:
             return StatusReport(
-                InstanceState.PREEMPTED, "verda: spot instance discontinued (reclaimed)"
+                InstanceState.PREEMPTED, f"verda: spot instance {status} (reclaimed)"
             )
-        if status in ("discontinued", "deleting"):
-            return StatusReport(InstanceState.TERMINATED, f"verda: {status}")
-        if status in ("offline", "error"):
-            return StatusReport(InstanceState.STOPPED, f"verda: {status}")
-        return StatusReport(InstanceState.PENDING, f"verda: {status}")
+        if state is InstanceState.RUNNING:
+            return StatusReport(state)
+        return StatusReport(state, f"verda: {status}")
 
     async def destroy(self, context: VerdaCluster, instance_id: InstanceId) -> None:
-        """Delete the VM, wait until it is gone, then delete its startup script."""
-        await self._api.call(
-            "PUT", "/instances", json={"action": "delete", "id": [instance_id]}, missing_ok=True
-        )
+        """Delete the VM and its OS volume (for good, not to the trash), wait until it is
+        gone, then delete its startup script."""
+        row = await self._instance(instance_id)
+        action: dict[str, Any] = {"action": "delete", "id": [instance_id]}
+        if row is not None and row.get("os_volume_id"):
+            action.update(volume_ids=[row["os_volume_id"]], delete_permanently=True)
+        if row is not None:
+            await self._api.call("PUT", "/instances", json=action, missing_ok=True)
 
         async def gone() -> bool | None:
             return True if await self._instance(instance_id) is None else None
