@@ -58,7 +58,9 @@ class ClusterSpec:
     python: str = ""
     pip: tuple[str, ...] = ()
     apt: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[str, ...] = ()
+    """The names of the cells' environment variables (``--env``); their values are
+    secrets, kept out of the spec (see ``skyward.secrets``)."""
     spot: SpotPolicy = "auto"
     region: str | None = None
     max_price: float | None = None

@@ -109,13 +109,17 @@ class Pool:
         """The latest lifecycle facts (not log lines or metrics), for status and debugging."""
         self.bus.subscribe(LIFECYCLE, self.history.append)
         self.running_cells = 0
+        self._secrets: dict[str, dict[str, str]] = {}  # --env values, by cluster
         self.colors = ""
         """The kernel's IPython traceback colours, for the nodes' tracebacks."""
 
     # -- up -----------------------------------------------------------------------------
 
-    async def up(self, spec: ClusterSpec) -> ClusterReady:
+    async def up(self, spec: ClusterSpec, env: dict[str, str] | None = None) -> ClusterReady:
         """Provision and bootstrap a cluster; raise with the reason if it fails.
+
+        ``env`` holds the values of ``spec.env``: secrets, kept here (never in the spec)
+        and sent to each node once, over the agent channel.
 
         If this coroutine is cancelled (an interrupted cell), everything launched so far
         is destroyed before the cancellation goes on.
@@ -136,6 +140,7 @@ class Pool:
             unsubscribe()
         record = self.registry.by_request(request_id)
         if isinstance(answer, ClusterReady) and record is not None:
+            self._secrets[record.id] = dict(env or {})
             self.current = record
             self.configure_nodes(record)
             watch = self.watches[record.id] = ClusterWatch(self, record)
@@ -153,8 +158,10 @@ class Pool:
         replaced, since the head's address may change)."""
         nodes = record.node_instances()
         addresses = [n.instance.private_ip or n.instance.ip for n in nodes]
+        secrets = self._secrets.get(record.id, {})
         for n in nodes:
             env = {
+                **secrets,
                 "MASTER_ADDR": addresses[0],
                 "MASTER_PORT": str(MASTER_PORT),
                 "WORLD_SIZE": str(len(nodes)),

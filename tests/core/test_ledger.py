@@ -10,7 +10,7 @@ from skyward.model import ClusterSpec
 
 def test_entry_lives_from_before_launch_until_removed(tmp_path):
     ledger = Ledger(tmp_path / "ledger.json")
-    spec = ClusterSpec("container", nodes=2, pip=("numpy",), env=(("A", "1"),), keep=True)
+    spec = ClusterSpec("container", nodes=2, pip=("numpy",), env=("A",), keep=True)
     key = ledger.begin(
         "container", "sky-1", 0, spec, keep=spec.keep, host_public_key="ssh-ed25519 X"
     )

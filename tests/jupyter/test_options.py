@@ -24,13 +24,37 @@ def test_defaults():
     assert spec.accelerator is None and spec.accelerator_count == 0 and spec.spot == "auto"
 
 
+def test_env_values_stay_out_of_the_spec_and_env_files_are_read(tmp_path):
+    from skyward.jupyter.options import PARSERS, env_values
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# tokens\nexport HF_TOKEN='hf_abc def'\nWANDB_KEY=w1  # inline\n\nA=file\n")
+    args = PARSERS["up"].parse_args(["--env-file", str(dotenv), "--env", "A=flag"])
+    assert env_values(args) == {"HF_TOKEN": "hf_abc def", "WANDB_KEY": "w1", "A": "flag"}
+    spec = spec_from(args)
+    assert spec.env == ("HF_TOKEN", "WANDB_KEY", "A") and "hf_abc" not in repr(spec)
+    dotenv.write_text("not a pair\n")
+    with pytest.raises(UsageError, match="line 1"):
+        env_values(PARSERS["up"].parse_args(["--env-file", str(dotenv)]))
+
+
+def test_pip_credentials_are_masked():
+    from skyward.secrets import mask_url_credentials
+
+    spec = "pkg @ git+https://user:ghp_token@github.com/o/r.git"
+    assert mask_url_credentials(spec) == "pkg @ git+https://***@github.com/o/r.git"
+    assert mask_url_credentials("numpy==2.0 https://pypi.org/simple") == (
+        "numpy==2.0 https://pypi.org/simple"
+    )
+
+
 def test_full_line():
     spec = up(
         "--provider container --nodes 2 --pip numpy 'torch==2.13.0' --env A=1 --env B=x=y "
         "--on-demand --gpus A100:4 --name exp --timeout 60"
     )
     assert spec.nodes == 2 and spec.pip == ("numpy", "torch==2.13.0")
-    assert spec.env == (("A", "1"), ("B", "x=y")) and spec.spot == "never"
+    assert spec.env == ("A", "B") and spec.spot == "never"  # names only: values are secrets
     assert (spec.accelerator, spec.accelerator_count) == ("A100", 4)
     assert spec.name == "exp" and spec.launch_timeout == 60
 

@@ -231,6 +231,9 @@ class Supervisor:
                 )
                 self.outbox.attach(conn, protocol.encode(hello), since)
             case protocol.Configure():
+                if self._configure is not None:  # a later kernel may not know every value
+                    env = {**self._configure.env, **message.env}
+                    message = dataclasses.replace(message, env=env)
                 self._configure = message
                 if worker is not None:
                     worker.send(message)

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import LedgerError
 from ..model import ClusterSpec
+from ..secrets import mask_url_credentials
 from .ledger_repair import LedgerDamage, salvage
 from .private_files import private_dir, sync_dir, write_atomically
 
@@ -151,9 +152,19 @@ def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
     values = dict(data)
     for name in ("pip", "apt"):
         values[name] = tuple(values.get(name, ()))
-    values["env"] = tuple(tuple(pair) for pair in values.get("env", ()))
+    # names only (an older ledger kept (name, value) pairs: their values are dropped)
+    values["env"] = tuple(
+        item[0] if isinstance(item, list | tuple) else item for item in values.get("env", ())
+    )
     known = {f.name for f in dataclasses.fields(ClusterSpec)}
     return ClusterSpec(**{k: v for k, v in values.items() if k in known})
+
+
+def _recorded(spec: ClusterSpec) -> dict[str, Any]:
+    """The spec as the ledger keeps it: no credentials in ``--pip`` URLs."""
+    values = dataclasses.asdict(spec)
+    values["pip"] = [mask_url_credentials(p) for p in spec.pip]
+    return values
 
 
 class Ledger:
@@ -280,7 +291,7 @@ class Ledger:
             node,
             kernel.pid,
             kernel.started,
-            dataclasses.asdict(spec),
+            _recorded(spec),
             keep=bool(fields.pop("keep", False)),
             **fields,
         )

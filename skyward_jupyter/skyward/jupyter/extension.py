@@ -137,7 +137,7 @@ async def _up(args: Any) -> None:
     progress = UpProgress(p.bus, spec.provider, spec.nodes)
     _state["task"] = asyncio.current_task()  # live panel: its buttons cancel this task
     try:
-        ready = await p.up(spec)
+        ready = await p.up(spec, options.env_values(args))
     except asyncio.CancelledError:
         progress.finish("✗ interrupted: every instance launched so far was destroyed")
         raise KeyboardInterrupt from None

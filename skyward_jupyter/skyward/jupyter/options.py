@@ -16,6 +16,7 @@ from IPython.core.error import UsageError
 
 from ..events import ProviderName
 from ..model import ClusterSpec
+from ..secrets import read_env_file
 
 __all__ = ["PROVIDERS", "offers_spec", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
 
@@ -66,7 +67,17 @@ def _build() -> dict[str, _Parser]:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="environment variable for the remote cells (repeatable; values are never shown)",
+        help="environment variable for the remote cells (repeatable). Values are secrets: "
+        "they reach the nodes once, over the agent channel, and never a file, an event, a "
+        "log or a command line",
+    )
+    up.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a .env file of KEY=VALUE lines for the remote cells, kept as secret as --env "
+        "(repeatable; --env wins over a file)",
     )
     spot = up.add_mutually_exclusive_group()
     spot.add_argument(
@@ -323,6 +334,22 @@ def parse_targets(text: str) -> list[int] | None:
     return targets
 
 
+def env_values(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--env`` and ``--env-file`` values (secrets: they go to the nodes only)."""
+    values: dict[str, str] = {}
+    for path in args.env_file:
+        try:
+            values.update(read_env_file(path))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--env-file {path}: {exc}") from None
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError("--env: use KEY=VALUE (got a value without a valid KEY=)")
+        values[key] = value
+    return values
+
+
 def parse_names(option: str, text: str) -> list[str]:
     """``'a,b'`` → ['a', 'b'], each a valid identifier."""
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -370,12 +397,7 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         raise UsageError(f"--nodes {args.nodes}: a cluster needs at least 1 node")
     accelerator, count = parse_gpus(args.gpus)
     python = "{}.{}".format(*sys.version_info[:2])
-    env: list[tuple[str, str]] = []
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise UsageError(f"--env {item!r}: use KEY=VALUE")
-        env.append((key, value))
+    env = env_values(args)
     if args.max_price is not None and args.max_price <= 0:
         raise UsageError("--max-price must be a positive number of USD per hour")
     if args.timeout <= 0:

@@ -37,6 +37,7 @@ from ..events import (
     NodeInstance,
 )
 from ..lines import LineSink
+from ..secrets import mask_url_credentials
 from .agent_client import AgentClient
 from .packages import worker_requirements
 from .ssh import connect
@@ -189,7 +190,8 @@ class Bootstrapper:
         sink = LineSink()
 
         def emit(end: bool = False) -> None:
-            for stream, line, overwrite in sink.take(end):
+            for stream, text, overwrite in sink.take(end):
+                line = mask_url_credentials(text) if "://" in text else text
                 if overwrite and tail:
                     tail.pop()
                 tail.append(line)
@@ -234,7 +236,8 @@ class Bootstrapper:
         command = (
             f"cd ~ && {shlex.quote(uv)} pip install --python .skyward/venv/bin/python {wanted}"
         )
-        await self._run(connection, node, command, shown=f"uv pip install {' '.join(packages)}")
+        shown = mask_url_credentials(" ".join(packages))
+        await self._run(connection, node, command, shown=f"uv pip install {shown}")
 
     async def _agent(
         self,
@@ -278,8 +281,6 @@ class Bootstrapper:
         orphan: str,
     ) -> AgentClient:
         socket_path = f"{home}/.skyward/agent.sock"
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env)
-        shown_env = " ".join(f"{k}=***" for k, _ in spec.env)
         args = (
             f"--socket {shlex.quote(socket_path)} --node {node.node} "
             f"--nodes {spec.nodes} --cluster {shlex.quote(cluster_id)} "
@@ -289,7 +290,7 @@ class Bootstrapper:
             "cd ~\n"
             "if [ -f .skyward/agent.pid ]; then kill $(cat .skyward/agent.pid) 2>/dev/null; fi\n"
             "rm -f .skyward/agent.sock\n"
-            "@LAUNCHER@ env @ENV@ PYTHONPATH=$HOME/.skyward/lib nohup .skyward/venv/bin/python "
+            "@LAUNCHER@ env PYTHONPATH=$HOME/.skyward/lib nohup .skyward/venv/bin/python "
             f"-m skyward.agent {args} > .skyward/agent.log 2>&1 < /dev/null &\n"
             "echo $! > .skyward/agent.pid"
         )
@@ -297,9 +298,8 @@ class Bootstrapper:
         await self._run(
             connection,
             node,
-            start.replace("@LAUNCHER@", launcher).replace("@ENV@", env),
-            shown="start agent: "
-            + start.replace("@LAUNCHER@", "setsid").replace("@ENV@", shown_env),
+            start.replace("@LAUNCHER@", launcher),
+            shown="start agent: " + start.replace("@LAUNCHER@", "setsid"),
         )
         agent = AgentClient(self.bus, node, connection, socket_path)
         try:
