@@ -102,6 +102,7 @@ class Pool:
             forget_keys=forget_cluster_keys,
         )
         self.bootstrapper = Bootstrapper(self.bus, self.registry)
+        self.bootstrapper.on_host_key = self._host_key_rotated
         self.current: ClusterRecord | None = None
         self._cells = itertools.count(1)
         self.watches: dict[str, ClusterWatch] = {}
@@ -177,6 +178,10 @@ class Pool:
             agent = self.bootstrapper.agents.get(n.instance.id)
             if agent is not None and agent.connected:
                 agent.configure(env, info, self.colors)
+
+    def _host_key_rotated(self, record: InstanceRecord, public_key: str) -> None:
+        if record.ledger_key:
+            self.ledger.update(record.ledger_key, host_public_key=public_key)
 
     async def _abort(self, request_id: str) -> None:
         for _ in range(100):

@@ -39,6 +39,7 @@ from ..events import (
 from ..lines import LineSink
 from ..secrets import mask_url_credentials
 from .agent_client import AgentClient
+from .hostkey import ROTATE_SCRIPT, confirm_host_key
 from .packages import worker_requirements
 from .ssh import connect
 
@@ -104,6 +105,8 @@ class Bootstrapper:
         self.registry = registry
         self.agents: dict[str, AgentClient] = {}
         self.connections: dict[str, Any] = {}
+        self.on_host_key: Callable[[Any, str], None] | None = None
+        """Told when a node's host key was rotated (the ledger records the new one)."""
         bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
         bus.subscribe(InstanceDestroyed, self._on_destroyed)
 
@@ -129,9 +132,7 @@ class Bootstrapper:
         spec = cluster.spec
         phase = "connect"
         try:
-            connection = await self._phase(
-                node, phase, lambda: connect(node, record.host_public_key, timeout=120.0)
-            )
+            connection = await self._phase(node, phase, lambda: self._connect(node, record))
             self.connections[node.instance.id] = connection
             phase = "python"
             home, uv = await self._phase(
@@ -160,6 +161,33 @@ class Bootstrapper:
             return
         self.agents[node.instance.id] = agent
         respond(self.bus, request, InstanceBootstrapped(node))
+
+    async def _connect(self, node: NodeInstance, record: Any) -> Any:
+        """Connect with the launch-time host key, then retire it (``hostkey``)."""
+        connection = await connect(node, record.host_public_key, timeout=120.0)
+        try:
+            out = await self._run(connection, node, ROTATE_SCRIPT, shown="rotate the host key")
+            rotated = next(
+                line.removeprefix("SKYWARD_HOST_KEY=")
+                for line in out.splitlines()
+                if line.startswith("SKYWARD_HOST_KEY=")
+            )
+            await confirm_host_key(node, rotated)
+        except (PhaseFailed, StopIteration, SkywardError, ValueError) as exc:
+            reason = getattr(exc, "output", "") or str(exc) or "no new key printed"
+            self.bus.publish(
+                ConsoleOutput(
+                    node,
+                    f"host key not rotated ({reason.strip()}): still pinned "
+                    "to the key handed over at launch",
+                    "stderr",
+                )
+            )
+            return connection
+        record.host_public_key = rotated
+        if self.on_host_key is not None:
+            self.on_host_key(record, rotated)
+        return connection
 
     async def _phase(self, node: NodeInstance, name: str, body: Callable[[], Awaitable[T]]) -> T:
         self.bus.publish(BootstrapPhase(node, "started", name))

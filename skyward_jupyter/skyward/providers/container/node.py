@@ -13,7 +13,8 @@ the client goes through the very same SSH, bootstrap and agent path:
 - SFTP with relative paths resolved against D; direct UNIX-socket forwarding to sockets
   inside D (how the client reaches the agent);
 - on SIGTERM/SIGINT it kills every process carrying its marker, like a machine shutting
-  down, and exits.
+  down, and exits; on SIGUSR1 it reads its host key file again (``SKYWARD_HOST_KEY_FILE``
+  in the commands' environment), as sshd does on SIGHUP: how the bootstrap rotates it.
 
 Like OpenSSH, an exec session ends when the command has exited AND its stdout/stderr are
 closed: a background job that keeps them open keeps the session open (redirect it).
@@ -74,7 +75,9 @@ def _uv_cache() -> str:
 class _Node:
     """The node's state shared by its connections."""
 
-    def __init__(self, home: str, instance_id: str, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self, home: str, instance_id: str, extra_env: dict[str, str], host_key: str = ""
+    ) -> None:
         self.home = os.path.realpath(home)
         self.instance_id = instance_id
         self.shell = _shell()
@@ -96,6 +99,7 @@ class _Node:
             **extra_env,
             MARKER: instance_id,
             "SKYWARD_NODE_PID": str(os.getpid()),
+            "SKYWARD_HOST_KEY_FILE": os.path.realpath(host_key) if host_key else "",
         }
 
     def inside(self, path: str) -> str | None:
@@ -238,7 +242,7 @@ def _write_ready(path: str, info: dict[str, Any]) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     """Listen, announce readiness, and serve until told to stop."""
-    node = _Node(args.dir, args.instance_id, args.extra_env)
+    node = _Node(args.dir, args.instance_id, args.extra_env, args.host_key)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -267,6 +271,15 @@ async def serve(args: argparse.Namespace) -> int:
         allow_scp=False,
         login_timeout=30,
     )
+
+    def reload_host_key() -> None:
+        try:
+            server.update(server_host_keys=[args.host_key])
+            log.info("host key reloaded from %s", args.host_key)
+        except Exception:
+            log.exception("could not reload the host key")
+
+    loop.add_signal_handler(signal.SIGUSR1, reload_host_key)
     port = server.sockets[0].getsockname()[1]
     _write_ready(
         args.ready or os.path.join(node.home, "ready"),
