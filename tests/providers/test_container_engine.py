@@ -106,3 +106,26 @@ async def test_podman_node_serves_ssh_and_is_removed(tmp_path: Path) -> None:
         await provider.teardown(context)
     assert await _containers("skyward.cluster=e1") == []
     assert not (tmp_path / "base" / "e1").exists()
+
+
+async def test_a_podman_node_bootstraps_and_runs_a_cell_with_ipython() -> None:
+    """The whole path in a container with no pip and no uv of its own: it borrows this
+    machine's uv (and its cache and CA bundle), makes the venv, runs the IPython worker."""
+    from skyward.pool import Pool
+
+    from skyward.events import ConsoleOutput
+
+    pool = Pool()
+    said: list[str] = []
+    pool.bus.subscribe(ConsoleOutput, lambda e: said.append(e.content))
+    try:
+        ready = await pool.up(ClusterSpec("container", runtime="podman"))
+        [node] = ready.cluster.nodes
+        cell = pool.prepare([node])
+        await pool.run(cell, "import IPython, sys\n(IPython.__version__, sys.version_info[:2])")
+        [answer] = cell.results.values()
+        assert answer.ok, answer
+        assert not [line for line in said if "host key not rotated" in line]  # sshd: SIGHUP
+    finally:
+        await pool.aclose()
+    assert await _containers(f"skyward.cluster={ready.cluster.id}") == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -48,6 +49,30 @@ _START = (
     "mkdir -p /run/sshd && chmod 600 /etc/skyward/ssh_host_key "
     '&& exec "$(command -v sshd || echo /usr/sbin/sshd)" -D -e -f /etc/skyward/sshd_config'
 )
+
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _host_tools() -> tuple[list[str], list[tuple[str, str]]]:
+    """What a node container borrows from this machine to make its venv: this kernel's
+    ``uv`` binary, the user's uv cache (so packages come from disk) and the CA bundle
+    (a minimal image has none): ``(volume options, environment)``."""
+    volumes: list[str] = []
+    env: list[tuple[str, str]] = []
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    if uv:
+        volumes += ["-v", f"{os.path.realpath(uv)}:/usr/local/bin/uv:ro"]
+        cache = os.environ.get("UV_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "uv"
+        )
+        os.makedirs(cache, exist_ok=True)
+        volumes += ["-v", f"{cache}:/var/cache/skyward-uv"]
+        env.append(("UV_CACHE_DIR", "/var/cache/skyward-uv"))
+    if os.path.exists(CA_BUNDLE):
+        volumes += ["-v", f"{os.path.realpath(CA_BUNDLE)}:/etc/skyward/ca.crt:ro"]
+        env.append(("SSL_CERT_FILE", "/etc/skyward/ca.crt"))
+    return volumes, env
 
 
 def _sshd_config(instance_id: str, env: tuple[tuple[str, str], ...]) -> str:
@@ -193,10 +218,11 @@ class EngineRuntime:
         )
         files = node.root / "skyward"
         files.mkdir(parents=True, mode=0o700)
+        volumes, tool_env = _host_tools()
         for name, text in (
             ("ssh_host_key", request.host_key.rstrip("\n") + "\n"),
             ("authorized_keys", request.keys.public_key.strip() + "\n"),
-            ("sshd_config", _sshd_config(node.instance_id, request.env)),
+            ("sshd_config", _sshd_config(node.instance_id, (*tool_env, *request.env))),
         ):
             (files / name).write_text(text)
             (files / name).chmod(0o600)
@@ -207,7 +233,7 @@ class EngineRuntime:
                 "--label", f"skyward.cluster={context.cluster_id}",
                 "--label", f"skyward.node={request.node_id}",
                 "--label", f"skyward.instance={node.instance_id}",
-                "-p", "127.0.0.1::22", context.image, "/bin/sh", "-c", _START,
+                "-p", "127.0.0.1::22", *volumes, context.image, "/bin/sh", "-c", _START,
             )  # fmt: skip
             await self._must("cp", f"{files}/.", f"{node.container}:/etc/skyward")
             await self._must("start", node.container)
