@@ -111,9 +111,8 @@ async def test_podman_node_serves_ssh_and_is_removed(tmp_path: Path) -> None:
 async def test_a_podman_node_bootstraps_and_runs_a_cell_with_ipython() -> None:
     """The whole path in a container with no pip and no uv of its own: it borrows this
     machine's uv (and its cache and CA bundle), makes the venv, runs the IPython worker."""
-    from skyward.pool import Pool
-
     from skyward.events import ConsoleOutput
+    from skyward.pool import Pool
 
     pool = Pool()
     said: list[str] = []
