@@ -264,3 +264,14 @@ def test_a_remote_exception_is_never_unpickled_in_the_kernel(k, tmp_path):
     assert result.error()["ename"] == "Evil"
     time.sleep(0.5)
     assert not marker.exists()
+
+
+def test_output_past_max_output_is_cut_with_a_line_saying_so(k):
+    result = ok(
+        k, "%%skyward run --on 0 --max-output 100KB\nfor i in range(3000):\n    print('y' * 99)"
+    )
+    shown = "".join(text for _, text in result.streams())
+    assert 100_000 <= len(shown) < 110_000
+    assert "of output not shown (over --max-output 0.1 MB" in shown
+    bad = k.execute("%%skyward run --max-output lots\n1")
+    assert "--max-output 'lots'" in bad.text()

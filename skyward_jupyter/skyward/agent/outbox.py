@@ -22,6 +22,7 @@ __all__ = ["Outbox", "close", "log"]
 REPLAY_FRAMES = 10_000  # frames kept for reconnecting clients...
 REPLAY_BYTES = 256 << 20  # ...and at most this many bytes of them
 SEND_BATCH = 8 << 20  # bytes per sendall, so a long replay does not build a huge buffer
+INLINE_BYTES = 64 << 10  # frames the emitting thread may send itself, without blocking
 
 
 def log(message: str) -> None:
@@ -50,6 +51,7 @@ class Outbox:
         self._conn: socket.socket | None = None
         self._cursor = 0  # last seq handed to the sender for the current connection
         self._first: bytes | None = None  # the hello reply, sent before any replay
+        self._leftover = b""  # the part of an inline send the socket did not take
         self._busy = False
         threading.Thread(target=self._send_loop, name="skyward-send", daemon=True).start()
 
@@ -70,9 +72,50 @@ class Outbox:
                 self._bytes > self._max_bytes and len(self._frames) > 1
             ):
                 self._bytes -= len(self._frames.popleft()[1])
-            if wake:
+            if not wake:
+                return self.seq
+            inline = self._take_small()
+            if inline is None:
                 self._cond.notify_all()
-            return self.seq
+                return self.seq
+            conn, batch = inline
+        self._send_now(conn, batch)
+        return self.seq
+
+    def _take_small(self) -> tuple[socket.socket, bytes] | None:
+        """The few small frames waiting, when this thread may send them itself (holding
+        ``_cond``): a quick cell's answer then costs no wake-up of the sender thread."""
+        conn = self._conn
+        if conn is None or self._busy or self._first is not None or self._leftover:
+            return None
+        waiting = self.seq - self._cursor
+        if not 0 < waiting <= 4 or waiting > len(self._frames):
+            return None
+        frames = [data for _, data in islice(self._frames, len(self._frames) - waiting, None)]
+        batch = b"".join(frames)
+        if len(batch) > INLINE_BYTES:
+            return None
+        self._cursor, self._busy = self.seq, True
+        return conn, batch
+
+    def _send_now(self, conn: socket.socket, batch: bytes) -> None:
+        """Send without blocking; what the socket does not take now goes to the sender."""
+        try:
+            sent = conn.send(batch, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            log(f"client lost while sending: {exc!r}")
+            with self._cond:
+                self._busy = False
+            self.detach(conn)
+            close(conn)
+            return
+        with self._cond:
+            self._busy = False
+            if sent < len(batch) and self._conn is conn:
+                self._leftover = batch[sent:]
+            self._cond.notify_all()
 
     def kick(self) -> None:
         """Wake the sender if frames are waiting (the flusher calls this regularly)."""
@@ -95,6 +138,7 @@ class Outbox:
             if self._conn is conn:
                 self._conn = None
                 self._first = None
+                self._leftover = b""
                 self._cond.notify_all()
 
     def wait_sent(self, timeout: float) -> bool:
@@ -103,22 +147,32 @@ class Outbox:
             return self._cond.wait_for(
                 lambda: (
                     self._conn is None
-                    or (not self._busy and self._first is None and self._cursor >= self.seq)
+                    or (
+                        not self._busy
+                        and self._first is None
+                        and not self._leftover
+                        and self._cursor >= self.seq
+                    )
                 ),
                 timeout,
             )
 
     def _pending(self) -> bool:
-        return self._conn is not None and (self._first is not None or self._cursor < self.seq)
+        return self._conn is not None and (
+            self._first is not None or bool(self._leftover) or self._cursor < self.seq
+        )
 
     def _send_loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(self._pending)
+                self._cond.wait_for(lambda: self._pending() and not self._busy)
                 conn, batch, size = self._conn, [], 0
                 if self._first is not None:
                     batch.append(self._first)
                     self._first = None
+                if self._leftover:
+                    batch.append(self._leftover)
+                    self._leftover = b""
                 if self._frames and self._cursor < self.seq:
                     oldest = self._frames[0][0]
                     if self._cursor + 1 < oldest:

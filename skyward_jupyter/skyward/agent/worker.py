@@ -78,21 +78,29 @@ class Worker:
     # -- messages out
 
     def send(self, message: protocol.Message) -> None:
-        """Send ``message`` after everything printed before it."""
+        """Send ``message`` after everything printed before it (one write for both)."""
         with self._critical_section():
-            self._send_streams()
-            self._write(wire.encode(protocol.encode(message)))
+            parts = self._pending()
+            parts.append(wire.encode(protocol.encode(message)))
+            self._write(b"".join(parts))
 
     def flush_streams(self) -> None:
         """Send what was printed so far, now (``sys.stdout.flush()``)."""
         if os.getpid() != self._pid:
             return
         with self._critical_section():
-            self._send_streams()
+            self._send_pending()
 
-    def _send_streams(self, hold: bool = False) -> None:
-        """Send the chunks printed so far; ``hold`` keeps back a last chunk with no
-        newline once (``print`` writes its text and its newline apart)."""
+    def _send_pending(self, hold: bool = False) -> None:
+        parts = self._pending(hold)
+        if parts:
+            self._write(b"".join(parts))
+
+    def _pending(self, hold: bool = False) -> list[bytes]:
+        """The frames of what waits: the chunks printed so far (``hold`` keeps back a last
+        chunk with no newline once: ``print`` writes its text and its newline apart),
+        then ``skyward.metric()`` points."""
+        parts: list[bytes] = []
         chunks = self.chunks
         if chunks:
             n = len(chunks)
@@ -105,10 +113,11 @@ class Worker:
             items = chunks[:n]
             del chunks[:n]
             if items:
-                self._write(wire.encode(protocol.encode(protocol.Stream(items))))
+                parts.append(wire.encode(protocol.encode(protocol.Stream(items))))
         if self._points:
             points, self._points = self._points, []
-            self._write(wire.encode(protocol.encode(protocol.Metrics(points))))
+            parts.append(wire.encode(protocol.encode(protocol.Metrics(points))))
+        return parts
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -140,7 +149,7 @@ class Worker:
             if self.chunks or self._points:
                 try:
                     with self._lock:
-                        self._send_streams(hold=True)
+                        self._send_pending(hold=True)
                 except OSError:
                     os._exit(1)  # the supervisor is gone
 
