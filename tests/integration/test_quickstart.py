@@ -115,6 +115,9 @@ def test_interrupt_reaches_the_remote_cell_and_the_cluster_stays_usable(cluster)
     assert time.monotonic() - start < 15
     assert not result.ok
     assert result.error()["ename"] == "KeyboardInterrupt"
+    shown = ANSI.sub("", "\n".join(result.error()["traceback"]))
+    assert "time.sleep(60)" in shown  # where each node stopped, in IPython's words
+    assert "extension.py" not in shown and "skyward/" not in shown  # and nothing of ours
     after = cluster.execute("%%skyward run\n'still here'\n")
     assert after.ok, after.text()
     assert after.values() == {0: "'still here'", 1: "'still here'"}

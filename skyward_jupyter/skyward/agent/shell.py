@@ -77,7 +77,24 @@ def make_shell(worker: Worker) -> NodeShell:
     NodeShell.worker = worker
     shell = NodeShell.instance(config=config, display_pub_class=Publisher, displayhook_class=Hook)
     _kernel_only_magics(shell)
+    shell.set_custom_exc((KeyboardInterrupt,), _interrupted)
     return shell
+
+
+def _interrupted(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None):
+    """An interrupt is raised by the worker's signal handler: show the traceback without
+    that frame (and anything of ours), as a local cell shows its interrupt."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    last = None
+    node = tb
+    while node is not None and not node.tb_frame.f_code.co_filename.startswith(here):
+        last, node = node, node.tb_next
+    if last is not None:
+        last.tb_next = None
+        value.__traceback__ = tb
+    stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    shell._showtraceback(etype, value, stb)
+    return stb
 
 
 def _kernel_only_magics(shell: InteractiveShell) -> None:

@@ -304,7 +304,7 @@ class Worker:
         frames = [
             (f.filename, f.lineno or 0, f.name, f.line or "")
             for f in traceback.extract_tb(exc.__traceback__ if exc is not None else None)
-            if not f.filename.startswith(_IPYTHON_DIR)
+            if not f.filename.startswith((_IPYTHON_DIR, _AGENT_DIR))
         ]
         builtin = kind.__module__ == "builtins" and getattr(builtins, name, None) is kind
         pickled = None
@@ -361,6 +361,7 @@ class Worker:
 
 
 _IPYTHON_DIR = ""
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _flush_c_streams() -> None:
