@@ -36,7 +36,9 @@ if [ -z "$uv" ]; then
 fi
 if [ ! -x .skyward/venv/bin/python ] || ! .skyward/venv/bin/python -c "$check"; then
   rm -rf .skyward/venv
-  "$uv" venv --quiet --python "$py" --system-site-packages --seed .skyward/venv
+  # the seed (pip) comes from the index; from uv's cache alone when the index fails
+  "$uv" venv --quiet --python "$py" --system-site-packages --seed .skyward/venv ||
+    "$uv" venv --quiet --clear --offline --python "$py" --system-site-packages --seed .skyward/venv
 fi
 echo "python: $py ($("$py" --version 2>&1)); uv: $uv ($("$uv" --version 2>&1))"
 gpus=0
