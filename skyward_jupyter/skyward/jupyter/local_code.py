@@ -18,6 +18,7 @@ import site
 import sys
 import sysconfig
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from ..transport.files import Manifest, push
@@ -33,6 +34,7 @@ def cells_folder(cwd: str | None = None) -> str:
     return name if not name.startswith(".") else f"work{name}"
 
 
+@cache
 def _environment_roots() -> list[str]:
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -78,6 +80,24 @@ def _package_files(package: str) -> list[str]:
     return sorted(found)
 
 
+_local: dict[tuple[str, int], tuple[str, str] | None] = {}
+
+
+def _local_root(name: str, top: Any, environment: list[str]) -> tuple[str, str] | None:
+    """``_root_of(top)`` if it is local code, else None; remembered per module object."""
+    key = (name, id(top))
+    if key in _local:
+        return _local[key]
+    found = _root_of(top)
+    if found is not None and (
+        any((found[1] + os.sep).startswith(r) for r in environment)
+        or _holds_distributions(found[0])
+    ):
+        found = None
+    _local[key] = found
+    return found
+
+
 def local_files(cwd: str | None = None) -> list[tuple[str, str]]:
     """``(local file, remote path)`` of every local module imported in this kernel."""
     here = os.path.realpath(cwd or os.getcwd())
@@ -89,14 +109,10 @@ def local_files(cwd: str | None = None) -> list[tuple[str, str]]:
         top = sys.modules.get(name)
         if top is None or name == "__main__":
             continue
-        found = _root_of(top)
+        found = _local_root(name, top, environment)
         if found is None:
             continue
         root, path = found
-        if any((path + os.sep).startswith(r) for r in environment):
-            continue
-        if _holds_distributions(root):
-            continue
         target = folder if root == here else ".skyward/code"
         files = _package_files(path) if os.path.isdir(path) else [path]
         for file in files:
