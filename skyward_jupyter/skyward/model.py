@@ -74,6 +74,9 @@ class ClusterSpec:
     ttl: float | None = None
     max_cost: float | None = None
     replace: bool = True
+    sync_packages: bool = True
+    interpreter: str = ""
+    sync_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

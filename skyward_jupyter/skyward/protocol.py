@@ -32,6 +32,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "Refresh",
     "Result",
     "Run",
     "Shutdown",
@@ -125,6 +126,18 @@ class Configure(Message):
     env: dict[str, str] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)
     colors: str = ""
+
+
+@_message("refresh")
+@dataclass(frozen=True, slots=True)
+class Refresh(Message):
+    """Before a cell: the kernel's local code changed on disk here. ``cwd`` is the cells'
+    working directory (put first on ``sys.path``, as the kernel has its own folder);
+    ``changed`` the files sent since the last cell, whose modules are reloaded (both
+    relative to the node's home)."""
+
+    cwd: str = ""
+    changed: tuple[str, ...] = ()
 
 
 @_message("ping")

@@ -87,12 +87,14 @@ class Result:
 class Kernel:
     """Start a kernel, execute cells, collect messages per cell."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.manager = KernelManager(kernel_name="python3")
-        if env is None:
-            self.manager.start_kernel()
-        else:
-            self.manager.start_kernel(env=env)
+        options: dict[str, Any] = {}
+        if env is not None:
+            options["env"] = env
+        if cwd is not None:
+            options["cwd"] = cwd
+        self.manager.start_kernel(**options)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

@@ -60,6 +60,7 @@ class Supervisor:
         self.worker: WorkerProcess | None = None
         self.worker_state = "starting"
         self._configure: protocol.Configure | None = None
+        self._refresh: protocol.Refresh | None = None  # the cwd, for a restarted worker
         self._flush_lock = threading.RLock()
         self._conn: socket.socket | None = None
         self._conn_lock = threading.Lock()
@@ -97,6 +98,8 @@ class Supervisor:
         self.worker = WorkerProcess(self._on_worker_message, self._on_output, self._on_exit)
         if self._configure is not None:
             self.worker.send(self._configure)
+        if self._refresh is not None:
+            self.worker.send(self._refresh)
 
     def wait(self) -> int:
         """Block until shutdown (and the worker's end, 5 s at most); the exit status."""
@@ -235,6 +238,10 @@ class Supervisor:
                     env = {**self._configure.env, **message.env}
                     message = dataclasses.replace(message, env=env)
                 self._configure = message
+                if worker is not None:
+                    worker.send(message)
+            case protocol.Refresh():
+                self._refresh = dataclasses.replace(message, changed=())
                 if worker is not None:
                     worker.send(message)
             case protocol.Ping(id=ident):

@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import protocol, remote, wire
 from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run, Started
+from .code import refresh
 from .streams import Writer, child_streams
 
 __all__ = ["Worker", "main"]
@@ -234,6 +235,8 @@ class Worker:
                     self._run(message)
                 elif isinstance(message, Configure):
                     self._configure(message)
+                elif isinstance(message, protocol.Refresh):
+                    refresh(message)
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived after its cell ended
 

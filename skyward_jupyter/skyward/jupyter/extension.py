@@ -5,16 +5,21 @@ Reference (also ``%skyward --help`` and ``%skyward?``)::
     %skyward up [--provider P] [--nodes N] [--gpus SPEC] [--pip PKG ...] [--env K=V]
                 [--spot | --on-demand] [--region R] [--max-price USD]
                 [--runtime process|docker|podman] [--name NAME] [--timeout S]
+                [--no-sync-packages] [--python PATH] [--sync DIR]
     %skyward status
     %skyward down
     %%skyward run [--on all|N|N,M]
     %skyward panel [--sidebar]
     %skyward offers [--provider P] [--gpus SPEC] [--spot | --on-demand] [--region R]
                     [--max-price USD]
+    %skyward sync [DIR ...]
+    %skyward get REMOTE [LOCAL] [--on N]
+    %skyward put LOCAL [REMOTE] [--on all|N|N,M]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import atexit
 import signal
@@ -31,7 +36,7 @@ from IPython.display import display
 from ..errors import CellTimeout, InstancePreemptedError, SkywardError
 from ..errors import UsageError as SkywardUsageError
 from ..pool import Pool
-from . import options
+from . import envsync, local_code, options
 from .output import CellOutput, UpProgress
 from .remote_errors import combine
 from .remote_errors import interrupted as interrupted_error
@@ -122,6 +127,10 @@ async def dispatch(line: str, cell: str | None) -> None:
             await _offers(args)
         elif command == "attach":
             await _attach(args.cluster)
+        elif command in ("sync", "get", "put"):
+            from .files import command as files_command
+
+            await files_command(pool(), command, args)
     except SkywardUsageError as exc:
         raise UsageError(str(exc)) from None
 
@@ -150,6 +159,11 @@ async def _up(args: Any) -> None:
     watch = p.watches.get(ready.cluster.id)
     if watch is not None:
         watch.notices.append(progress.notice)
+    envsync.report_up(p, spec)
+    if spec.sync_dirs:
+        from .files import command as files_command
+
+        await files_command(p, "sync", argparse.Namespace(dirs=list(spec.sync_dirs), on="all"))
 
 
 def _status() -> None:
@@ -291,6 +305,7 @@ async def _run(args: Any, code: str, line: str) -> None:
             file=sys.stderr,
         )
     count = shell.execution_count if shell is not None else 0
+    await local_code.before_cell(p, nodes)
     cell = p.prepare(nodes, count)
     total = len(p.ready_cluster().node_instances())
     prefixed = total > 1
@@ -343,7 +358,7 @@ async def _run(args: Any, code: str, line: str) -> None:
     if outcome.crashes:
         raise outcome.crashes[0]
     if outcome.errors:
-        raise combine(outcome.errors, prefixed)
+        raise combine(envsync.annotate(outcome.errors), prefixed)
     if len(preempted) == 1 and len(outcome.lost) == 1:
         raise preempted[0]
     if outcome.lost:

@@ -21,7 +21,7 @@ from ..secrets import read_env_file
 __all__ = ["PROVIDERS", "offers_spec", "parse_command", "parse_gpus", "parse_targets", "spec_from"]
 
 PROVIDERS: tuple[str, ...] = get_args(ProviderName)
-COMMANDS = ("up", "status", "down", "run", "panel", "offers", "attach")
+COMMANDS = ("up", "status", "down", "run", "panel", "offers", "attach", "sync", "get", "put")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +61,29 @@ def _build() -> dict[str, _Parser]:
         default=[],
         metavar="PACKAGE",
         help="packages to pip-install on every node (a venv matching the kernel's Python)",
+    )
+    up.add_argument(
+        "--no-sync-packages",
+        action="store_true",
+        help="do not install the kernel's packages on the nodes (by default every package of "
+        "the kernel that an index has is installed there at the kernel's version, with uv; "
+        "what cannot be, a local or editable install or a build for another platform, is "
+        "named and skipped)",
+    )
+    up.add_argument(
+        "--python",
+        default="",
+        metavar="PATH",
+        help="the node's interpreter to build the venv from, where the image has several "
+        "(it must be the kernel's major.minor; default: the first python3.X, python3, python)",
+    )
+    up.add_argument(
+        "--sync",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="send this folder to every node once it is up, as %%skyward sync DIR does "
+        "(repeatable)",
     )
     up.add_argument(
         "--env",
@@ -262,9 +285,45 @@ def _build() -> dict[str, _Parser]:
         description="Take over a cluster started with --keep by a kernel that is gone.",
     )
     attach.add_argument("cluster", help="the cluster's id (or its --name)")
+    sync = _Parser(
+        prog="%skyward sync",
+        description="Send folders to every node, into the cells' folder there (~/<this "
+        "notebook folder's name>/...): only files whose content changed since the last send, "
+        "without what .gitignore ignores; a warning over 1 GB.",
+    )
+    sync.add_argument("dirs", nargs="*", metavar="DIR", help="folders (default: this one, '.')")
+    get = _Parser(
+        prog="%skyward get",
+        description="Bring a file or folder from a node (a checkpoint, plots, logs), with a "
+        "progress bar for large transfers.",
+    )
+    get.add_argument(
+        "remote",
+        metavar="REMOTE",
+        help="path on the node, relative to the cells' folder (or absolute, or ~/...)",
+    )
+    get.add_argument(
+        "local",
+        nargs="?",
+        default=None,
+        metavar="LOCAL",
+        help="where to put it here (default: its name, in this folder)",
+    )
+    get.add_argument("--on", default="0", help="which node (default: 0, the head)")
+    put = _Parser(prog="%skyward put", description="Send a file to the nodes.")
+    put.add_argument("local", metavar="LOCAL", help="the file here")
+    put.add_argument(
+        "remote",
+        nargs="?",
+        default=None,
+        metavar="REMOTE",
+        help="path on the nodes, relative to the cells' folder (default: the "
+        "file's place relative to this folder; a trailing / keeps its name)",
+    )
+    put.add_argument("--on", default="all", help="which nodes: 'all' (default), 'head', N, N,M")
     return {
         "up": up, "status": status, "down": down, "run": run, "panel": panel, "offers": offers,
-        "attach": attach,
+        "attach": attach, "sync": sync, "get": get, "put": put,
     }  # fmt: skip
 
 
@@ -429,6 +488,9 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
         ttl=args.ttl,
         max_cost=args.max_cost,
         replace=not args.no_replace,
+        sync_packages=not args.no_sync_packages,
+        interpreter=args.python,
+        sync_dirs=tuple(args.sync),
     )
 
 

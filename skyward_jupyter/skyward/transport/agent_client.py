@@ -254,6 +254,11 @@ class AgentClient:
         """Set environment variables for the node's cells and what ``skyward.node()`` says."""
         self._send(protocol.Configure(env, node, colors))
 
+    def refresh(self, cwd: str, changed: tuple[str, ...] = ()) -> None:
+        """Before a cell: run cells in ``cwd``, reload modules of the ``changed`` files
+        (both relative to the node's home)."""
+        self._send(protocol.Refresh(cwd, tuple(changed)))
+
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the agent; returns the agent's clock."""
         key = next(_PINGS)

@@ -1,6 +1,7 @@
 """The bootstrap: prepare an instance for work, in phases, over SSH.
 
 Phases: ``python`` (an interpreter with the kernel's major.minor, ``uv``, and a venv),
+``sync`` (the kernel's own packages at its versions, best effort: see ``package_sync``),
 ``packages`` (IPython and cloudpickle at the kernel's versions, for the worker, and
 ``--pip``), ``agent`` (upload and start the agent, open its channel, wait for its
 worker). Each phase emits ``BootstrapPhase`` started/completed/failed with its elapsed
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import io
+import re
 import shlex
 import sys
 import tarfile
@@ -39,7 +41,9 @@ from ..events import (
 from ..lines import LineSink
 from ..secrets import mask_url_credentials
 from .agent_client import AgentClient
+from .environment import GPU_STACK, describe_environment
 from .hostkey import ROTATE_SCRIPT, confirm_host_key
+from .package_sync import NETWORK_ERROR, UV_OPTIONS, SyncReport, install_pins
 from .packages import worker_requirements
 from .ssh import connect
 
@@ -58,6 +62,7 @@ AGENT_MODULES = (
     "lines.py",
     "agent/__init__.py",
     "agent/__main__.py",
+    "agent/code.py",
     "agent/outbox.py",
     "agent/process.py",
     "agent/sampler.py",
@@ -66,6 +71,12 @@ AGENT_MODULES = (
     "agent/shell.py",
     "agent/worker.py",
 )
+
+
+def _requirement_name(text: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(re.split(r"[=<>!~@ ;\[]", text.strip(), maxsplit=1)[0])
 
 
 class PhaseFailed(SkywardError):
@@ -107,6 +118,8 @@ class Bootstrapper:
         self.connections: dict[str, Any] = {}
         self.on_host_key: Callable[[Any, str], None] | None = None
         """Told when a node's host key was rotated (the ledger records the new one)."""
+        self.sync_reports: dict[str, SyncReport] = {}
+        self.left_behind: list[str] = []
         bus.subscribe(BootstrapRequested, self._on_bootstrap_requested)
         bus.subscribe(InstanceDestroyed, self._on_destroyed)
 
@@ -135,9 +148,16 @@ class Bootstrapper:
             connection = await self._phase(node, phase, lambda: self._connect(node, record))
             self.connections[node.instance.id] = connection
             phase = "python"
-            home, uv = await self._phase(
-                node, phase, lambda: self._python(connection, node, spec.python)
+            found = await self._phase(
+                node, phase, lambda: self._python(connection, node, spec.python, spec.interpreter)
             )
+            home, uv = found["SKYWARD_HOME"], found["SKYWARD_UV"]
+            if spec.sync_packages:
+                phase = "sync"
+                report = await self._phase(
+                    node, phase, lambda: self._sync(connection, node, uv, spec, found)
+                )
+                self.sync_reports[node.instance.id] = report
             phase = "packages"
             wanted = [*worker_requirements(), *spec.pip]
             await self._phase(node, phase, lambda: self._packages(connection, node, uv, wanted))
@@ -247,25 +267,81 @@ class Bootstrapper:
             raise PhaseFailed(f"command exited with status {status}", "\n".join(tail))
         return "".join(stdout)
 
-    async def _python(self, connection: Any, node: NodeInstance, wanted: str) -> tuple[str, str]:
-        """Find the interpreter, uv and the venv; returns (home, path of uv)."""
+    async def _python(
+        self, connection: Any, node: NodeInstance, wanted: str, interpreter: str = ""
+    ) -> dict[str, str]:
+        """Find the interpreter, uv and the venv; returns what the script learnt
+        (``SKYWARD_HOME``, ``SKYWARD_UV``, ``SKYWARD_GPUS``, ``SKYWARD_BASE_TORCH``)."""
         want = wanted or "{}.{}".format(*sys.version_info[:2])
-        script = f"WANT={shlex.quote(want)}\n" + PYTHON_ENV_SCRIPT
+        script = f"WANT={shlex.quote(want)}\n"
+        if interpreter:
+            script += f"PYTHON={shlex.quote(interpreter)}\n"
+        script += PYTHON_ENV_SCRIPT
         out = await self._run(connection, node, script, shown=f"find python {want}; make venv")
         found = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("SKYWARD_"))
         if "SKYWARD_HOME" not in found or "SKYWARD_UV" not in found:
             raise PhaseFailed("could not learn the instance's home directory", out[-2000:])
-        return found["SKYWARD_HOME"], found["SKYWARD_UV"]
+        return found
+
+    def _say(self, node: NodeInstance, text: str) -> None:
+        self.bus.publish(ConsoleOutput(node, text, "stdout"))
+
+    async def _sync(
+        self, connection: Any, node: NodeInstance, uv: str, spec: Any, found: dict[str, str]
+    ) -> SyncReport:
+        """Install the kernel's packages at its versions; what cannot be is skipped."""
+        gpus = spec.accelerator_count > 0 or found.get("SKYWARD_GPUS", "0") not in ("", "0")
+        exclude = tuple(_requirement_name(p) for p in spec.pip)
+        env = await asyncio.to_thread(describe_environment, gpus, exclude)
+        self.left_behind = env.left_behind
+        pins = env.pins
+        kept = ""
+        if gpus and found.get("SKYWARD_BASE_TORCH"):
+            pins = [p for p in pins if _requirement_name(p) not in GPU_STACK]
+            kept = f"; the node's own torch {found['SKYWARD_BASE_TORCH']} is kept"
+        self._say(
+            node,
+            f"package sync: resolving {len(pins)} packages of the kernel "
+            f"({len(env.left_behind)} frontend-only left behind{kept})",
+        )
+
+        async def run(command: str, shown: str, stdin: bytes | None) -> str:
+            return await self._run(connection, node, command, shown=shown, stdin=stdin)
+
+        backend = "auto" if gpus and not kept else ""
+        report = await install_pins(run, shlex.quote(uv), pins, backend)
+        report.skipped[:0] = [(f"{s.name}=={s.version}", s.reason) for s in env.skipped]
+        where = " from uv's cache (the index failed)" if report.offline else ""
+        self._say(
+            node,
+            f"package sync: {report.installed} of {len(pins)} installed{where} in "
+            f"{report.seconds:.1f} s; {len(report.skipped)} skipped",
+        )
+        return report
 
     async def _packages(
         self, connection: Any, node: NodeInstance, uv: str, packages: list[str]
     ) -> None:
         wanted = " ".join(shlex.quote(p) for p in packages)
         command = (
-            f"cd ~ && {shlex.quote(uv)} pip install --python .skyward/venv/bin/python {wanted}"
+            f"cd ~ && {shlex.quote(uv)} pip install --python .skyward/venv/bin/python "
+            f"{UV_OPTIONS} @MODE@{wanted} && mkdir -p .skyward/code && "
+            ".skyward/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
+            ' | { read -r d; echo "$HOME/.skyward/code" > "$d/skyward-code.pth"; }'
         )
-        shown = mask_url_credentials(" ".join(packages))
-        await self._run(connection, node, command, shown=f"uv pip install {shown}")
+        shown = f"uv pip install {mask_url_credentials(' '.join(packages))}"
+        try:
+            await self._run(connection, node, command.replace("@MODE@", ""), shown=shown)
+        except PhaseFailed as exc:
+            if not NETWORK_ERROR.search(exc.output):
+                raise
+            self._say(node, "the package index failed: installing from uv's cache alone")
+            await self._run(
+                connection,
+                node,
+                command.replace("@MODE@", "--offline "),
+                shown=shown + " --offline",
+            )
 
     async def _agent(
         self,

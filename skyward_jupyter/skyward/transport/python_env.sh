@@ -36,8 +36,16 @@ if [ -z "$uv" ]; then
 fi
 if [ ! -x .skyward/venv/bin/python ] || ! .skyward/venv/bin/python -c "$check"; then
   rm -rf .skyward/venv
-  "$uv" venv --quiet --python "$py" --system-site-packages --seed .skyward/venv
+  # the seed (pip) comes from the index; from uv's cache alone when the index fails
+  "$uv" venv --quiet --python "$py" --system-site-packages --seed .skyward/venv ||
+    "$uv" venv --quiet --clear --offline --python "$py" --system-site-packages --seed .skyward/venv
 fi
 echo "python: $py ($("$py" --version 2>&1)); uv: $uv ($("$uv" --version 2>&1))"
+gpus=0
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+fi
+echo "SKYWARD_GPUS=${gpus:-0}"
+echo "SKYWARD_BASE_TORCH=$("$py" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)"
 echo "SKYWARD_HOME=$HOME"
 echo "SKYWARD_UV=$uv"

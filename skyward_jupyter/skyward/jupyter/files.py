@@ -1,0 +1,230 @@
+"""``%skyward sync``, ``%skyward get`` and ``%skyward put``: files between kernel and nodes.
+
+Paths on a node are relative to its cells' folder (``~/<notebook folder name>``), so
+``%skyward sync data`` puts ``data/`` where ``open("data/x.csv")`` in a remote cell finds
+it. A folder is sent without what its ``.gitignore`` ignores (git's own rules, where the
+folder is in a git work tree), and only the files whose content changed since the last
+send. Transfers ride the bootstrap's SSH connections (SFTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import asyncssh
+from IPython.display import display
+
+from ..transport.files import Manifest, get, push
+from .local_code import cells_folder
+
+__all__ = ["command", "folder_files", "get_command", "put_command", "sync_command"]
+
+LARGE = 1_000_000_000  # a folder over this size gets a warning
+BAR_FROM = 8_000_000  # transfers over this size show a progress bar
+
+
+def _git_files(folder: str) -> list[str] | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", folder, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [n for n in out.decode("utf-8", "replace").split("\0") if n]
+    return [n for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def _ignore_patterns(folder: str) -> list[str]:
+    try:
+        with open(os.path.join(folder, ".gitignore")) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("#", "!"))]
+
+
+def _ignored(relative: str, patterns: list[str]) -> bool:
+    parts = relative.split("/")
+    for pattern in patterns:
+        bare = pattern.strip("/")
+        if "/" in bare:
+            if fnmatch.fnmatch(relative, bare) or relative.startswith(bare + "/"):
+                return True
+        elif any(fnmatch.fnmatch(part, bare) for part in parts):
+            return True
+    return False
+
+
+def folder_files(folder: str) -> list[str]:
+    """Files of ``folder`` (relative, ``/``-separated) that ``.gitignore`` does not ignore."""
+    found = _git_files(folder)
+    if found is not None:
+        return sorted(found)
+    patterns = [".git", "__pycache__", ".ipynb_checkpoints", *_ignore_patterns(folder)]
+    names = []
+    for root, dirs, files in os.walk(folder):
+        rel_root = os.path.relpath(root, folder).replace(os.sep, "/")
+        rel_root = "" if rel_root == "." else rel_root + "/"
+        dirs[:] = [d for d in dirs if not _ignored(rel_root + d, patterns)]
+        names.extend(rel_root + f for f in files if not _ignored(rel_root + f, patterns))
+    return sorted(names)
+
+
+def _listing(folder: str) -> tuple[list[str], int]:
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"%skyward sync: {folder!r} is not a folder here")
+    names = folder_files(folder)
+    return names, sum(os.path.getsize(os.path.join(folder, n)) for n in names)
+
+
+def _remote_for(local: str) -> str:
+    """Where a local path lands on a node, relative to its home."""
+    here = os.path.realpath(os.getcwd())
+    real = os.path.realpath(local)
+    folder = cells_folder(here)
+    if real == here:
+        return folder
+    if real.startswith(here + os.sep):
+        return f"{folder}/{os.path.relpath(real, here).replace(os.sep, '/')}"
+    return f"{folder}/{os.path.basename(real)}"
+
+
+def _remote_path(remote: str) -> str:
+    if remote.startswith(("/", "~/")):
+        return remote[2:] if remote.startswith("~/") else remote
+    return f"{cells_folder()}/{remote}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class _Bar:
+    """A text progress bar in the cell, at most 10 updates a second."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.start = time.monotonic()
+        self.handle: Any = None
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total < BAR_FROM or (now - self.last < 0.1 and done < total):
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / total) if total else width
+        rate = done / max(now - self.start, 1e-6)
+        text = (
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{_size(done)} / {_size(total)} ({100 * done / total:.0f}%, {_size(rate)}/s)"
+        )
+        if self.handle is None:
+            self.handle = display({"text/plain": text}, raw=True, display_id=True)
+        else:
+            self.handle.update({"text/plain": text}, raw=True)
+
+
+async def sync_command(targets: list[tuple[int, str, Any]], folders: list[str], manifests) -> int:
+    """Send each folder to every target ``(node, instance id, connection)``; returns the
+    bytes sent (0 when every node holds every file already)."""
+    total = 0
+    for folder in folders or ["."]:
+        names, size = await asyncio.to_thread(_listing, folder)
+        if size > LARGE:
+            print(
+                f"skyward: {folder} holds {_size(size)} ({len(names)} files) to send to "
+                f"{len(targets)} node(s); consider a .gitignore, or data the nodes download",
+                file=sys.stderr,
+            )
+        remote = _remote_for(folder)
+        pairs = [(os.path.join(folder, n), f"{remote}/{n}") for n in names]
+        start = time.monotonic()
+
+        async def one(iid: str, connection: Any, pairs: list = pairs) -> Any:
+            return await push(connection, pairs, manifests(iid))
+
+        bar = _Bar(f"sync {folder}")
+        results = await asyncio.gather(*(one(iid, c) for _, iid, c in targets))
+        sent = sum(r.bytes_sent for r in results)
+        files = sum(len(r.written) for r in results)
+        bar(sent, sent)
+        total += sent
+        print(
+            f"synced {folder} → ~/{remote} on {len(targets)} node(s): {files} file(s), "
+            f"{_size(sent)} sent, {sum(r.unchanged for r in results)} unchanged, "
+            f"in {time.monotonic() - start:.1f} s"
+        )
+    return total
+
+
+async def get_command(node: int, connection: Any, remote: str, local: str | None) -> int:
+    """Bring ``remote`` (a file or folder of node ``node``) here; returns its bytes."""
+    source = _remote_path(remote)
+    target = local or os.path.basename(remote.rstrip("/")) or "download"
+    start = time.monotonic()
+    size = await get(connection, source, target, _Bar(f"get {remote}"))
+    print(f"node {node}: {remote} → {target} ({_size(size)} in {time.monotonic() - start:.1f} s)")
+    return size
+
+
+async def put_command(
+    targets: list[tuple[int, str, Any]], local: str, remote: str | None, manifests
+) -> int:
+    """Send the file ``local`` to every target; returns the bytes sent."""
+    if not await asyncio.to_thread(os.path.isfile, local):
+        raise FileNotFoundError(f"%skyward put: {local!r} is not a file here")
+    destination = _remote_path(remote) if remote else _remote_for(local)
+    if remote and remote.endswith("/"):
+        destination = destination.rstrip("/") + "/" + os.path.basename(local)
+    bar = _Bar(f"put {local}")
+    results = await asyncio.gather(
+        *(push(c, [(local, destination)], manifests(iid), bar) for _, iid, c in targets)
+    )
+    sent = sum(r.bytes_sent for r in results)
+    print(f"put {local} → ~/{destination} on {len(targets)} node(s) ({_size(sent)} sent)")
+    return sent
+
+
+async def command(pool: Any, name: str, args: Any) -> None:
+    """Run ``%skyward sync|get|put`` on ``pool``'s ready cluster."""
+    from ..errors import SkywardError
+    from . import options
+    from .local_code import CODE, targets
+
+    def manifests(iid: str) -> Any:
+        return CODE.manifests.setdefault(iid, Manifest())
+
+    on = getattr(args, "on", "all")
+    nodes = pool.select(options.parse_targets(on))
+    found = [(n, iid, c) for n, iid, c, _ in targets(pool, nodes)]
+    if not found:
+        raise SkywardError("no node is connected: `%skyward status` says why")
+    try:
+        if name == "sync":
+            await sync_command(found, args.dirs, manifests)
+        elif name == "put":
+            await put_command(found, args.local, args.remote, manifests)
+        else:
+            if len(found) > 1:
+                raise SkywardError("%skyward get --on takes one node")
+            node, _, connection = found[0]
+            await get_command(node, connection, args.remote, args.local)
+    except FileNotFoundError as exc:
+        raise SkywardError(str(exc)) from None
+    except (OSError, asyncssh.SFTPError) as exc:
+        raise SkywardError(f"%skyward {name}: {exc}") from None
