@@ -14,13 +14,14 @@ import {
   lowerBound,
   maxScroll,
   paneHeight,
-  RedrawPacer,
+  REDRAW_MS,
   rowAt,
   rowTop,
   type RowRange,
   tailWindow,
   windowAt,
 } from "./logwindow";
+import { RedrawPacer } from "./pacer";
 import type { NodeLog } from "./store";
 
 /** Rows a pane draws from: the live log, or the copy it holds while the user reads. */
@@ -85,7 +86,7 @@ export class LogPane {
   private jump = element("button", "sw-log-jump");
   private lines = new Map<number, Line>(); // row number -> its element, in row order
   private spare: HTMLElement[] = [];
-  private pacer = new RedrawPacer();
+  private pacer: RedrawPacer;
   private held: Rows | null = null; // the rows shown while the user reads above the tail
   private shown: Rows = EMPTY_ROWS; // the rows the DOM was last drawn from
   private drawnVersion = -1;
@@ -98,7 +99,6 @@ export class LogPane {
   private pressed = false; // held by a press that may turn out to be a plain click
   private empty: HTMLElement | null = null;
   private urgent = true; // the next draw is the user's (open, scroll, jump): not paced
-  private timer: ReturnType<typeof setTimeout> | null = null;
   private controller = new AbortController();
 
   constructor(
@@ -107,6 +107,7 @@ export class LogPane {
     private request: () => void,
     signal: AbortSignal,
   ) {
+    this.pacer = new RedrawPacer(REDRAW_MS, request);
     const td = element("td", "");
     td.colSpan = columns;
     const box = element("div", "sw-log-box");
@@ -158,12 +159,7 @@ export class LogPane {
       this.draw(EMPTY_ROWS, { start: 0, end: 0 }, true);
       return;
     }
-    if (log.version === this.drawnVersion && !this.urgent) return;
-    const wait = this.pacer.wait(now);
-    if (wait > 0 && !this.urgent) {
-      this.later(wait);
-      return;
-    }
+    if (!this.urgent && (log.version === this.drawnVersion || !this.pacer.due(now))) return;
     this.urgent = false;
     this.pacer.drew(now);
     this.drawnVersion = log.version;
@@ -198,8 +194,7 @@ export class LogPane {
 
   close(): void {
     this.controller.abort();
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.pacer.cancel();
     this.tr.remove();
   }
 
@@ -230,14 +225,6 @@ export class LogPane {
     if (!selection || selection.isCollapsed || !selection.anchorNode) return;
     if (this.pre.contains(selection.anchorNode)) this.hold();
   };
-
-  private later(wait: number): void {
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.request();
-    }, wait);
-  }
 
   private label(): void {
     const held = this.held;

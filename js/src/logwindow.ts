@@ -80,19 +80,3 @@ export function lowerBound(numbers: ArrayLike<number>, number: number): number {
   }
   return lo;
 }
-
-/** Spaces redraws that new data asks for at least `interval` ms apart. */
-export class RedrawPacer {
-  private last = -Infinity;
-
-  constructor(readonly interval = REDRAW_MS) {}
-
-  /** How long to wait before the next redraw (0: draw now). */
-  wait(now: number): number {
-    return Math.max(0, this.last + this.interval - now);
-  }
-
-  drew(now: number): void {
-    this.last = now;
-  }
-}

@@ -1,7 +1,8 @@
 // One view of the panel: DOM built once, updated on requestAnimationFrame from the store.
 
-import { drawSparkline, formatValue } from "./chart";
+import { CHART_REDRAW_MS, drawSparkline, formatValue } from "./chart";
 import { LogPane } from "./logpane";
+import { RedrawPacer } from "./pacer";
 import type { PanelStore } from "./store";
 import type { NodeSummary, PanelModel, Summary } from "./types";
 
@@ -61,6 +62,7 @@ export class PanelView {
   private frame = 0;
   private dirtySummary = true;
   private dirtyData = true;
+  private charts = new RedrawPacer(CHART_REDRAW_MS, () => this.redraw());
 
   constructor(
     private model: PanelModel,
@@ -119,6 +121,7 @@ export class PanelView {
       try {
         model.off("change:subshells", this.onSubshells);
         if (this.frame) cancelAnimationFrame(this.frame);
+        this.charts.cancel();
         this.root.remove();
       } catch (err) {
         console.error("[skyward] view cleanup failed", err);
@@ -283,10 +286,31 @@ export class PanelView {
   private drawData(s: Summary): void {
     // Logs first: a pane that follows its tail sets its scroll offset, which lays out
     // whatever is dirty by then; before the charts' values change, that is the pane alone.
+    const now = performance.now();
     for (const n of s.nodes) {
       const row = this.rows.get(n.node);
-      if (row) this.drawLog(n.node, row);
+      if (row) this.drawLog(n.node, row, now);
     }
+    if (this.chartsStale(s) && this.charts.due(now)) {
+      this.charts.drew(now);
+      this.drawCharts(s);
+    }
+  }
+
+  private chartsStale(s: Summary): boolean {
+    for (const n of s.nodes) {
+      const byName = this.store.metrics.get(n.node);
+      const row = this.rows.get(n.node);
+      if (!byName || !row) continue;
+      for (const [name, chart] of row.charts) {
+        const series = byName.get(name);
+        if (series && series.version !== chart.version) return true;
+      }
+    }
+    return false;
+  }
+
+  private drawCharts(s: Summary): void {
     for (const n of s.nodes) {
       const row = this.rows.get(n.node);
       if (!row) continue;
@@ -304,7 +328,7 @@ export class PanelView {
     }
   }
 
-  private drawLog(node: number, row: Row): void {
+  private drawLog(node: number, row: Row, now: number): void {
     const isOpen = this.open.has(node);
     row.tr.classList.toggle("sw-open", isOpen);
     if (!isOpen) {
@@ -316,7 +340,7 @@ export class PanelView {
       row.pane = new LogPane(node, COLUMNS.length, this.redraw, this.signal);
       row.tr.after(row.pane.tr);
     }
-    row.pane.update(this.store.logs.get(node), performance.now());
+    row.pane.update(this.store.logs.get(node), now);
   }
 
   private redraw = (): void => {

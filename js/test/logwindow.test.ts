@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   atTail,
   contentHeight,
@@ -9,13 +9,13 @@ import {
   PAD_PX,
   paneHeight,
   REDRAW_MS,
-  RedrawPacer,
   rowAt,
   rowTop,
   tailWindow,
   VISIBLE_LINES,
   windowAt,
 } from "../src/logwindow";
+import { RedrawPacer } from "../src/pacer";
 
 describe("the log pane's window", () => {
   it("is as tall as its rows until it is full", () => {
@@ -64,12 +64,18 @@ describe("the log pane's window", () => {
 });
 
 describe("RedrawPacer", () => {
-  it("spaces redraws REDRAW_MS apart", () => {
-    const pacer = new RedrawPacer();
-    expect(pacer.wait(1000)).toBe(0);
+  it("lets a redraw happen REDRAW_MS after the last, and wakes the view then", () => {
+    vi.useFakeTimers();
+    let woken = 0;
+    const pacer = new RedrawPacer(REDRAW_MS, () => woken++);
+    expect(pacer.due(1000)).toBe(true);
     pacer.drew(1000);
-    expect(pacer.wait(1000)).toBe(REDRAW_MS);
-    expect(pacer.wait(1000 + REDRAW_MS / 2)).toBe(REDRAW_MS / 2);
-    expect(pacer.wait(1000 + REDRAW_MS)).toBe(0);
+    expect(pacer.due(1000 + REDRAW_MS / 2)).toBe(false);
+    expect(pacer.due(1000 + REDRAW_MS / 2 + 1)).toBe(false); // one wake-up for both
+    vi.advanceTimersByTime(REDRAW_MS / 2);
+    expect(woken).toBe(1);
+    expect(pacer.due(1000 + REDRAW_MS)).toBe(true);
+    pacer.cancel();
+    vi.useRealTimers();
   });
 });

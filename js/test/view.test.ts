@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { CHART_REDRAW_MS } from "../src/chart";
 import { OVERSCAN, REDRAW_MS, VISIBLE_LINES } from "../src/logwindow";
 import { PanelStore } from "../src/store";
 import type { NodeSummary, PanelModel, Summary, SyncMessage } from "../src/types";
@@ -19,7 +20,7 @@ function node(n: number): NodeSummary {
     ended_at: null,
     task: "cell",
     note: "",
-    metrics: [],
+    metrics: ["loss"],
   };
 }
 
@@ -62,6 +63,20 @@ function lines(node: number, from: number, to: number): SyncMessage {
   const rows: [number, string, string][] = [];
   for (let n = from; n < to; n++) rows.push([n, "stdout", `node ${node} line ${n}`]);
   return { kind: "delta", seq: ++seq, logs: { [String(node)]: { first: Math.max(0, to - 2000), rows } }, metrics: false };
+}
+
+/** One point of node `node`'s "loss", as the kernel's metrics buffer (sync.py). */
+function point(node: number, t: number, v: number): ArrayBuffer {
+  const out = new DataView(new ArrayBuffer(3 + 3 + 4 + 4 + 16));
+  out.setUint8(0, 1);
+  out.setUint16(1, 1, true);
+  out.setUint16(3, node, true);
+  out.setUint8(5, 4);
+  new Uint8Array(out.buffer).set(new TextEncoder().encode("loss"), 6);
+  out.setUint32(10, 1, true);
+  out.setFloat64(14, t, true);
+  out.setFloat64(22, v, true);
+  return out.buffer;
 }
 
 beforeEach(() => {
@@ -128,6 +143,27 @@ describe("PanelView under a flood", () => {
       frame();
     }
     expect(last()).toBe("node 0 line 2999"); // and the last batch is drawn once they stop
+  });
+
+  it("charts are redrawn at most every CHART_REDRAW_MS, however often points come", () => {
+    const { store, host } = mount();
+    const value = () => host.querySelector('tr.sw-node[data-node="0"] .sw-chart-value')?.textContent;
+    let redraws = 0;
+    let shown = value();
+    for (let i = 0; i < 60; i++) {
+      store.apply({ kind: "delta", seq: ++seq, logs: {}, metrics: true }, [point(0, i, 100 + i)]);
+      vi.advanceTimersByTime(16);
+      frame();
+      if (value() !== shown) redraws++;
+      shown = value();
+    }
+    expect(redraws).toBeGreaterThanOrEqual(3);
+    expect(redraws).toBeLessThanOrEqual(Math.ceil((60 * 16) / CHART_REDRAW_MS) + 1);
+    for (let i = 0; i < CHART_REDRAW_MS / 16 + 1; i++) {
+      vi.advanceTimersByTime(16);
+      frame();
+    }
+    expect(value()).toBe("159"); // the last point, once they stop
   });
 
   it("a closed pane has no log lines in the DOM", () => {
