@@ -119,11 +119,17 @@ PROBE = """() => {
 }"""
 
 
+def _handled_input(span: list[float], inputs: list[float]) -> bool:
+    """Whether one of the benchmark's own key presses and clicks was handled during the
+    ``[start, duration]`` span (JupyterLab running a cell on Shift+Enter, focusing a cell
+    on a click: not the panel's work)."""
+    start, duration = span
+    return any(start <= t <= start + duration for t in inputs)
+
+
 def _without_inputs(spans: list[list[float]], inputs: list[float]) -> list[float]:
-    """The durations of the ``[start, duration]`` spans during which none of the
-    benchmark's own key presses and clicks was handled (JupyterLab running a cell on
-    Shift+Enter, focusing a cell on a click: not the panel's work)."""
-    return [d for start, d in spans if not any(start <= t <= start + d for t in inputs)]
+    """The durations of the spans that handled none of the benchmark's inputs."""
+    return [span[1] for span in spans if not _handled_input(span, inputs)]
 
 
 TRACE_CATEGORIES = [
@@ -324,7 +330,13 @@ def run_case(chromium: str, args: argparse.Namespace, case: str) -> dict:
             flood = _without_inputs(perf["longtasks"], perf["inputs"])
             result["longest_long_task_ms"] = round(max(tasks, default=0.0), 1)
             result["long_tasks"] = len(tasks)
-            result["long_task_list_ms"] = [round(x) for x in tasks]
+            inputs = perf["inputs"]
+            result["long_task_list_ms"] = [
+                f"{d:.0f} at {start:.0f}"
+                + (" (input)" if _handled_input([start, d], inputs) else "")
+                for start, d in perf["longtasks"]
+            ]
+            result["inputs_at_ms"] = [round(t) for t in inputs]
             result["longest_frame_gap_ms"] = round(perf["maxGap"], 1)
             result["flood_longest_task_ms"] = round(max(flood, default=0.0), 1)
             result["flood_long_tasks"] = len(flood)
