@@ -185,7 +185,7 @@ def _check_rows(pre) -> None:
 
 def _check_reading(page, inline, node: int) -> None:
     """Scrolling up holds the pane still (a button leads back); scrolling to the bottom
-    follows again; a selection in it survives and holds it still too."""
+    follows again; a selection in it survives and holds it still too; lines copy as lines."""
     from playwright.sync_api import expect
 
     pre = inline.locator(f'pre.sw-log[data-node="{node}"]')
@@ -202,6 +202,19 @@ def _check_reading(page, inline, node: int) -> None:
     expect(pre).to_have_attribute("data-follow", "0")
     page.wait_for_timeout(300)
     assert "200/200" in page.evaluate("() => String(window.getSelection())")
+    # several lines copy as lines
+    copied, shown = pre.evaluate(
+        """(pre) => {
+          const lines = [...pre.querySelectorAll('.sw-line')].slice(0, 3);
+          const range = document.createRange();
+          range.setStartBefore(lines[0]);
+          range.setEndAfter(lines[2]);
+          getSelection().removeAllRanges();
+          getSelection().addRange(range);
+          return [String(getSelection()), lines.map((l) => l.textContent)];
+        }"""
+    )
+    assert copied.rstrip("\n").split("\n") == shown, (copied, shown)
     jump.click()
     expect(pre).to_have_attribute("data-follow", "1")
     _check_rows(pre)
