@@ -3,6 +3,11 @@
 import type { SeriesRing } from "./metrics";
 
 export const WINDOW_SECONDS = 300;
+/**
+ * Charts are redrawn at most this often: a pixel of a chart is three seconds of its
+ * window, and a value that changes faster than four times a second cannot be read.
+ */
+export const CHART_REDRAW_MS = 250;
 export const CHART_WIDTH = 96;
 export const CHART_HEIGHT = 22;
 

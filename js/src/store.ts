@@ -12,15 +12,17 @@ export class NodeLog {
   rows = new Map<number, [string, string, number]>(); // number -> [stream, text, version]
   version = 0;
   epoch = 0; // bumped when a snapshot replaces every row
+  private last = -1; // the highest row number kept: rows are kept in order of their numbers
+  private numbers: number[] = [];
+  private numbersVersion = -1;
 
   apply(first: number, rows: LogRow[], replace: boolean): void {
     if (replace) {
       this.rows.clear();
+      this.last = -1;
       this.epoch++;
     }
     this.version++;
-    let last = -1;
-    for (const k of this.rows.keys()) last = k; // rows are kept in order of their numbers
     let unordered = false;
     for (const [n, stream, text] of rows) {
       const had = this.rows.get(n);
@@ -29,8 +31,8 @@ export class NodeLog {
         had[1] = text;
         had[2] = this.version;
       } else {
-        if (n < last) unordered = true; // rows a flood skipped, arriving later
-        else last = n;
+        if (n < this.last) unordered = true; // rows a flood skipped, arriving later
+        else this.last = n;
         this.rows.set(n, [stream, text, this.version]);
       }
     }
@@ -40,6 +42,21 @@ export class NodeLog {
       if (n >= first && this.rows.size <= LOG_LINES) break;
       this.rows.delete(n);
     }
+    if (!this.rows.size) this.last = -1;
+  }
+
+  /** The number of the newest row kept (-1 when there is none). */
+  get newest(): number {
+    return this.last;
+  }
+
+  /** The row numbers kept, ascending (the same array until the log changes). */
+  ordered(): readonly number[] {
+    if (this.numbersVersion !== this.version) {
+      this.numbers = [...this.rows.keys()];
+      this.numbersVersion = this.version;
+    }
+    return this.numbers;
   }
 }
 

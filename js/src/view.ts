@@ -1,12 +1,13 @@
 // One view of the panel: DOM built once, updated on requestAnimationFrame from the store.
 
-import { drawSparkline, formatValue } from "./chart";
-import { renderLine, type Span } from "./logengine";
+import { CHART_REDRAW_MS, drawSparkline, formatValue } from "./chart";
+import { LogPane } from "./logpane";
+import { RedrawPacer } from "./pacer";
 import type { PanelStore } from "./store";
 import type { NodeSummary, PanelModel, Summary } from "./types";
 
 const COLOURS = ["#3b82f6", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#06b6d4"];
-const SHOWN_LINES = 400; // the newest rows shown; the store keeps 2,000
+const COLUMNS = ["node", "instance", "state", "address", "spot", "accelerator", "metrics"];
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -39,33 +40,11 @@ export function cost(summary: Summary, now: number): number {
   return total;
 }
 
-function styleSpan(span: Span): HTMLElement | Text {
-  const s = span.style;
-  if (!s.fg && !s.bg && !s.bold && !s.dim && !s.italic && !s.underline && !s.inverse) {
-    return document.createTextNode(span.text);
-  }
-  const e = el("span", "", span.text);
-  let fg = s.fg;
-  let bg = s.bg;
-  if (s.inverse) [fg, bg] = [bg ?? "var(--sw-bg)", fg ?? "var(--sw-fg)"];
-  if (fg) e.style.color = fg;
-  if (bg) e.style.backgroundColor = bg;
-  if (s.bold) e.style.fontWeight = "bold";
-  if (s.dim) e.style.opacity = "0.7";
-  if (s.italic) e.style.fontStyle = "italic";
-  if (s.underline) e.style.textDecoration = "underline";
-  return e;
-}
-
 interface Row {
   tr: HTMLTableRowElement;
   cells: Record<string, HTMLTableCellElement>;
   charts: Map<string, { canvas: HTMLCanvasElement; value: HTMLElement; version: number }>;
-  logTr: HTMLTableRowElement | null;
-  logPre: HTMLElement | null;
-  lines: Map<number, { el: HTMLElement; version: number }>;
-  logVersion: number;
-  logEpoch: number;
+  pane: LogPane | null;
   key: string;
 }
 
@@ -83,6 +62,7 @@ export class PanelView {
   private frame = 0;
   private dirtySummary = true;
   private dirtyData = true;
+  private charts = new RedrawPacer(CHART_REDRAW_MS, () => this.redraw());
 
   constructor(
     private model: PanelModel,
@@ -124,7 +104,7 @@ export class PanelView {
     const table = el("table", "sw-nodes");
     const thead = el("thead");
     const hr = el("tr");
-    for (const h of ["node", "instance", "state", "address", "spot", "accelerator", "metrics"]) {
+    for (const h of COLUMNS) {
       hr.append(el("th", `sw-${h}`, h));
     }
     thead.append(hr);
@@ -141,6 +121,7 @@ export class PanelView {
       try {
         model.off("change:subshells", this.onSubshells);
         if (this.frame) cancelAnimationFrame(this.frame);
+        this.charts.cancel();
         this.root.remove();
       } catch (err) {
         console.error("[skyward] view cleanup failed", err);
@@ -216,7 +197,7 @@ export class PanelView {
     for (const [node, row] of this.rows) {
       if (!seen.has(node)) {
         row.tr.remove();
-        row.logTr?.remove();
+        row.pane?.close();
         this.rows.delete(node);
       }
     }
@@ -248,7 +229,7 @@ export class PanelView {
     tr.dataset.node = String(node);
     tr.title = "Show this node's log";
     const cells: Record<string, HTMLTableCellElement> = {};
-    for (const k of ["node", "instance", "state", "address", "spot", "accelerator", "metrics"]) {
+    for (const k of COLUMNS) {
       cells[k] = el("td", `sw-${k}`);
       tr.append(cells[k]);
     }
@@ -262,7 +243,7 @@ export class PanelView {
       },
       { signal: this.signal },
     );
-    row = { tr, cells, charts: new Map(), logTr: null, logPre: null, lines: new Map(), logVersion: -1, logEpoch: -1, key: "" };
+    row = { tr, cells, charts: new Map(), pane: null, key: "" };
     // keep rows in node order
     const after = [...this.rows.keys()].filter((k) => k > node).sort((a, b) => a - b)[0];
     const before = after === undefined ? null : this.rows.get(after)!.tr;
@@ -303,6 +284,33 @@ export class PanelView {
   }
 
   private drawData(s: Summary): void {
+    // Logs first: a pane that follows its tail sets its scroll offset, which lays out
+    // whatever is dirty by then; before the charts' values change, that is the pane alone.
+    const now = performance.now();
+    for (const n of s.nodes) {
+      const row = this.rows.get(n.node);
+      if (row) this.drawLog(n.node, row, now);
+    }
+    if (this.chartsStale(s) && this.charts.due(now)) {
+      this.charts.drew(now);
+      this.drawCharts(s);
+    }
+  }
+
+  private chartsStale(s: Summary): boolean {
+    for (const n of s.nodes) {
+      const byName = this.store.metrics.get(n.node);
+      const row = this.rows.get(n.node);
+      if (!byName || !row) continue;
+      for (const [name, chart] of row.charts) {
+        const series = byName.get(name);
+        if (series && series.version !== chart.version) return true;
+      }
+    }
+    return false;
+  }
+
+  private drawCharts(s: Summary): void {
     for (const n of s.nodes) {
       const row = this.rows.get(n.node);
       if (!row) continue;
@@ -318,86 +326,25 @@ export class PanelView {
         chart.value.textContent = formatValue(name, series.last());
       }
     }
-    for (const n of s.nodes) {
-      const row = this.rows.get(n.node);
-      if (row) this.drawLog(n.node, row);
-    }
   }
 
-  private drawLog(node: number, row: Row): void {
+  private drawLog(node: number, row: Row, now: number): void {
     const isOpen = this.open.has(node);
     row.tr.classList.toggle("sw-open", isOpen);
     if (!isOpen) {
-      if (row.logTr) {
-        row.logTr.remove();
-        row.logTr = row.logPre = null;
-        row.lines.clear();
-        row.logVersion = -1;
-      }
+      row.pane?.close();
+      row.pane = null;
       return;
     }
-    if (!row.logTr) {
-      row.logTr = el("tr", "sw-log-row");
-      const td = el("td");
-      td.colSpan = 7;
-      row.logPre = el("pre", "sw-log");
-      row.logPre.dataset.node = String(node);
-      td.append(row.logPre);
-      row.logTr.append(td);
-      row.tr.after(row.logTr);
+    if (!row.pane) {
+      row.pane = new LogPane(node, COLUMNS.length, this.redraw, this.signal);
+      row.tr.after(row.pane.tr);
     }
-    const log = this.store.logs.get(node);
-    const pre = row.logPre!;
-    if (!log) {
-      if (!pre.textContent) pre.textContent = "(no output yet)";
-      return;
-    }
-    if (log.version === row.logVersion) return;
-    if (row.logVersion === -1 || row.logEpoch !== log.epoch) {
-      pre.replaceChildren();
-      row.lines.clear();
-      row.logEpoch = log.epoch;
-    }
-    const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    // drop lines that left the ring (or the shown window)
-    let shownFrom = 0;
-    let toSkip = log.rows.size - SHOWN_LINES;
-    for (const n of log.rows.keys()) {
-      shownFrom = n;
-      if (toSkip-- <= 0) break;
-    }
-    for (const [n, line] of row.lines) {
-      if (log.rows.has(n) && n >= shownFrom) continue;
-      line.el.remove();
-      row.lines.delete(n);
-    }
-    let tail: HTMLElement | null = null;
-    let skip = Math.max(0, log.rows.size - SHOWN_LINES);
-    for (const [n, [stream, text, version]] of log.rows) {
-      if (skip > 0) {
-        skip--;
-        continue;
-      }
-      let line = row.lines.get(n);
-      if (line && line.version === version) {
-        tail = line.el;
-        continue;
-      }
-      const div = line?.el ?? el("div", "");
-      div.className = `sw-line sw-${stream}`;
-      div.replaceChildren(...renderLine(text).map(styleSpan));
-      if (!div.firstChild) div.append(document.createTextNode(" "));
-      if (!line) {
-        line = { el: div, version };
-        row.lines.set(n, line);
-        if (tail) tail.after(div);
-        else pre.prepend(div);
-      } else {
-        line.version = version;
-      }
-      tail = div;
-    }
-    row.logVersion = log.version;
-    if (stick) pre.scrollTop = pre.scrollHeight;
+    row.pane.update(this.store.logs.get(node), now);
   }
+
+  private redraw = (): void => {
+    this.dirtyData = true;
+    this.schedule();
+  };
 }

@@ -67,3 +67,19 @@ describe("PanelStore", () => {
     expect([...loss.v.subarray(0, loss.length)]).toEqual([0.5, 0.25, 0.125]);
   });
 });
+
+describe("NodeLog", () => {
+  it("keeps its row numbers in order, late rows included, for the pane to index", () => {
+    const s = new PanelStore();
+    s.apply(delta(1, [[0, "stdout", "a"], [10, "stdout", "k"]]), undefined);
+    const log = s.logs.get(0)!;
+    const before = log.ordered();
+    expect(before).toEqual([0, 10]);
+    expect(log.ordered()).toBe(before); // unchanged log, the same array
+    s.apply(delta(2, [[5, "stdout", "f"], [11, "stdout", "l"]]), undefined);
+    expect(log.ordered()).toEqual([0, 5, 10, 11]);
+    expect(log.newest).toBe(11);
+    s.apply(delta(3, [[12, "stdout", "m"]], 11), undefined);
+    expect(log.ordered()).toEqual([11, 12]);
+  });
+});

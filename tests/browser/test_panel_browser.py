@@ -165,6 +165,61 @@ def _log_lines(page, panel, node: int) -> list[str]:
     return pre.locator(".sw-line").all_inner_texts()
 
 
+def _check_rows(pre) -> None:
+    """Every line of an open pane is one row tall (no wrapping: a tqdm bar stays on one
+    line), and the last one is in view (the pane follows its tail)."""
+    boxes = pre.evaluate(
+        """(pre) => {
+          const p = pre.getBoundingClientRect();
+          return [...pre.querySelectorAll('.sw-line')].map((e) => {
+            const r = e.getBoundingClientRect();
+            return { text: e.textContent, height: r.height, content: e.scrollHeight,
+                     top: r.top - p.top, bottom: r.bottom - p.top, pane: p.height };
+          });
+        }"""
+    )
+    assert boxes
+    assert all(b["content"] <= b["height"] + 0.5 for b in boxes), boxes
+    assert boxes[-1]["bottom"] <= boxes[-1]["pane"] + 0.5, boxes[-1]
+
+
+def _check_reading(page, inline, node: int) -> None:
+    """Scrolling up holds the pane still (a button leads back); scrolling to the bottom
+    follows again; a selection in it survives and holds it still too; lines copy as lines."""
+    from playwright.sync_api import expect
+
+    pre = inline.locator(f'pre.sw-log[data-node="{node}"]')
+    jump = inline.locator(f'pre.sw-log[data-node="{node}"] + .sw-log-jump')
+    pre.hover()
+    page.mouse.wheel(0, -400)
+    expect(pre).to_have_attribute("data-follow", "0")
+    expect(jump).to_be_visible()
+    page.mouse.wheel(0, 4000)
+    expect(pre).to_have_attribute("data-follow", "1")
+    expect(jump).to_be_hidden()
+    bar = pre.locator(".sw-stderr", has_text="200/200")
+    bar.click(click_count=3)
+    expect(pre).to_have_attribute("data-follow", "0")
+    page.wait_for_timeout(300)
+    assert "200/200" in page.evaluate("() => String(window.getSelection())")
+    # several lines copy as lines
+    copied, shown = pre.evaluate(
+        """(pre) => {
+          const lines = [...pre.querySelectorAll('.sw-line')].slice(0, 3);
+          const range = document.createRange();
+          range.setStartBefore(lines[0]);
+          range.setEndAfter(lines[2]);
+          getSelection().removeAllRanges();
+          getSelection().addRange(range);
+          return [String(getSelection()), lines.map((l) => l.textContent)];
+        }"""
+    )
+    assert copied.rstrip("\n").split("\n") == shown, (copied, shown)
+    jump.click()
+    expect(pre).to_have_attribute("data-follow", "1")
+    _check_rows(pre)
+
+
 def test_panel_in_jupyterlab(lab):
     from playwright.sync_api import expect, sync_playwright
     from skyward.providers.container import live_processes
@@ -224,6 +279,9 @@ def test_panel_in_jupyterlab(lab):
                 bars = [t for t in lines if re.search(r"\|\s*\d+/200\b", t)]
                 assert len(bars) == 1, bars
                 assert bars[0].lstrip().startswith("100%"), bars
+                expect(pre.locator(".sw-stderr", has_text="200/200")).to_have_count(1)
+                _check_rows(pre)
+            _check_reading(page, inline, 0)
             # the CPU chart has points (the agent samples every 2 s)
             cpu = inline.locator('canvas[data-metric="cpu_percent"]').first
             page.wait_for_function(
