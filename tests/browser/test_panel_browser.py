@@ -222,7 +222,8 @@ def _check_reading(page, inline, node: int) -> None:
 
 def test_panel_in_jupyterlab(lab):
     from playwright.sync_api import expect, sync_playwright
-    from skyward.providers.container import live_processes
+
+    from tests.ours import live_processes
 
     url, chromium = lab
     before = set(live_processes())

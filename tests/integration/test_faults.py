@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from skyward.core.ledger import Ledger
-from skyward.providers.container import live_processes
+
+from tests.ours import live_processes
 
 from .kernel import Kernel
 

@@ -9,7 +9,8 @@ import time
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from skyward.providers.container import live_processes
+
+from tests.ours import live_processes
 
 from .kernel import ANSI, Kernel
 

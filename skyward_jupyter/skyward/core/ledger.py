@@ -150,7 +150,7 @@ def _entry_from(value: Any) -> LedgerEntry | str:
 def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
     """A ClusterSpec back from its ledger form (lists become tuples again)."""
     values = dict(data)
-    for name in ("pip", "apt"):
+    for name in ("pip", "apt", "sync_dirs"):
         values[name] = tuple(values.get(name, ()))
     # names only (an older ledger kept (name, value) pairs: their values are dropped)
     values["env"] = tuple(
