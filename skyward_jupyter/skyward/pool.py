@@ -453,10 +453,12 @@ class Pool:
             by_cluster.setdefault(leftover.cluster_id, [])
         for cluster_id, group in by_cluster.items():
             noted = self.ledger.cluster(cluster_id)
-            provider_name = group[0].provider if group else noted.provider if noted else ""
+            origin = group[0] if group else noted  # each names the provider and the spec
+            if origin is None:
+                continue
             try:
-                spec = spec_from_dict(group[0].spec if group else noted.spec if noted else {})
-                provider = self.provider_for(provider_name, spec)
+                spec = spec_from_dict(origin.spec)
+                provider = self.provider_for(origin.provider, spec)
                 resources = noted.resources if noted is not None else {}
                 context = await provider.restore(cluster_id, spec, resources)
                 for entry in group:

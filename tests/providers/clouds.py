@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CLOUDS", "Cloud", "open_cloud"]
+__all__ = ["CLOUDS", "Cloud", "by_name", "open_cloud"]
 
 CLOUDS = ("aws", "gcp", "runpod", "vastai", "verda")
 
@@ -23,6 +23,13 @@ AWS_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+
+
+def by_name(url: str) -> str:
+    """``url`` with the host ``localhost``: the real APIs are reached by name, so the
+    provider resolves it (in an executor thread, which at interpreter exit is what
+    fails); an address literal would skip that."""
+    return url.replace("//127.0.0.1:", "//localhost:", 1)
 
 
 class Cloud:
@@ -125,7 +132,7 @@ def _runpod() -> Cloud:
     from .runpod.simulator import API_KEY, RunPodSimulator
 
     sim = RunPodSimulator()
-    env = {"SKYWARD_RUNPOD_ENDPOINT": sim.url, "RUNPOD_API_KEY": API_KEY}
+    env = {"SKYWARD_RUNPOD_ENDPOINT": by_name(sim.url), "RUNPOD_API_KEY": API_KEY}
     return Cloud(
         "runpod",
         sim,
@@ -151,7 +158,7 @@ def _vastai() -> Cloud:
         with sim.lock:
             return [str(i) for i in sim.instances]
 
-    env = {"SKYWARD_VASTAI_ENDPOINT": api_base(sim), "VAST_API_KEY": API_KEY}
+    env = {"SKYWARD_VASTAI_ENDPOINT": by_name(api_base(sim)), "VAST_API_KEY": API_KEY}
     return Cloud("vastai", sim, env, "--gpus A100:1", live, resources, sim.sell_out)
 
 
@@ -174,7 +181,7 @@ def _verda() -> Cloud:
             return list(sim.vms)
 
     env = {
-        "SKYWARD_VERDA_ENDPOINT": api_base(sim),
+        "SKYWARD_VERDA_ENDPOINT": by_name(api_base(sim)),
         "VERDA_CLIENT_ID": CLIENT_ID,
         "VERDA_CLIENT_SECRET": CLIENT_SECRET,
     }

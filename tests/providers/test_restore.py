@@ -81,3 +81,29 @@ async def test_noted_before_created_and_torn_down_from_the_notes_alone(cloud, pr
     await provider.teardown(restored)
     assert cloud.live() == [] and cloud.resources() == {}
     await provider.teardown(restored)  # what is already gone is done
+
+
+async def test_a_restored_context_launches_a_replacement_node(cloud, provider):
+    provider, spec = provider
+    cluster_id = f"sky-rpl{CLOUDS.index(cloud.name):04d}"
+    notes: dict[str, list[str]] = {}
+    keys = await make_cluster_keys(cluster_id)
+    context = await provider.prepare(
+        cluster_id, spec, keys, lambda kind, rid: notes.setdefault(kind, []).append(rid)
+    )
+    first = await provider.launch(context, launch_request(cluster_id, 0, spec, keys)[0])
+    await provider.wait_running(context, first, 60)
+    made = cloud.resources()
+    # As after %skyward attach: a lost node's replacement finds its offers only now.
+    restored = await provider.restore(cluster_id, spec, notes)
+    replacement = await provider.launch(restored, launch_request(cluster_id, 1, spec, keys)[0])
+    instance = await provider.wait_running(restored, replacement, 60)
+    assert instance.ip and sorted(cloud.live()) == sorted([first, replacement])
+    now = cloud.resources()
+    for kind, items in made.items():  # as they were (a new node may add its own)
+        kept = now[kind].items() if isinstance(items, dict) else now[kind]
+        assert all(item in kept for item in (items.items() if isinstance(items, dict) else items))
+    for iid in (first, replacement):
+        await provider.destroy(restored, iid)
+    await provider.teardown(restored)
+    assert cloud.live() == [] and cloud.resources() == {}

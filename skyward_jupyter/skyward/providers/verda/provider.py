@@ -286,8 +286,12 @@ class VerdaProvider:
         )
         if not context.candidates:  # a restored context: offers are found when needed
             context.candidates = await self._candidates(context.spec)
-        if context.ssh_key_id is None:
-            raise ProvisionError(f"verda: cluster {context.cluster_id} has no SSH key id")
+        if context.ssh_key_id is None:  # restored without a noted id: find it by name
+            keys = await self._api.call("GET", "/sshkeys") or []
+            found = [str(k["id"]) for k in keys if k.get("name") == context.key_name]
+            if not found:
+                raise ProvisionError(f"verda: the SSH key {context.key_name} is gone")
+            context.ssh_key_id = found[0]
         context.note("startup-script", f"skyward-{hostname}")
         script_id = _text_id(
             await self._api.call(
