@@ -16,11 +16,33 @@ from pathlib import Path
 
 import pytest
 from skyward.core.ledger import Ledger
-from skyward.providers.container import live_processes
+from skyward.providers.container import live_processes as every_live_process
 
 from .kernel import Kernel
 
 pytestmark = pytest.mark.slow
+
+
+def live_processes() -> list[int]:
+    """The node processes of this test session only: other test runs on the machine
+    start nodes too, each under its own XDG_DATA_HOME (a node's processes have their
+    HOME, its server its XDG_DATA_HOME, under that folder)."""
+    root = os.environ["XDG_DATA_HOME"]
+    roots = tuple({os.fsencode(root), os.fsencode(os.path.realpath(root))})
+    return [pid for pid in every_live_process() if _lives_under(pid, roots)]
+
+
+def _lives_under(pid: int, roots: tuple[bytes, ...]) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(
+        entry.partition(b"=")[2].startswith(roots)
+        for entry in environ
+        if entry.startswith((b"HOME=", b"XDG_DATA_HOME="))
+    )
 
 
 def ledger() -> Ledger:
