@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .core.bus import EventBus
-from .core.ledger import KernelIdentity, Ledger, LedgerEntry, spec_from_dict
-from .core.lifecycle import Lifecycle
+from .core.ledger import KernelIdentity, Ledger, LedgerEntry, cluster_key, spec_from_dict
+from .core.lifecycle import Lifecycle, resource_note
+from .core.plain_threads import PlainThreadExecutor
 from .core.provider import ClusterKeys, Provider
 from .core.registry import ClusterRecord, ClusterState, InstanceRecord, Registry
 from .errors import BootstrapError, InstancePreemptedError, ProvisionError, UsageError
@@ -397,7 +398,16 @@ class Pool:
         public = await asyncio.to_thread(_read_public_key, first.key_path)
         keys = ClusterKeys(first.key_path, public)
         record = ClusterRecord(first.cluster_id, spec, provider, keys, f"attach-{first.cluster_id}")
-        record.context = await provider.prepare(record.id, spec, keys)
+        noted = self.ledger.cluster(record.id)
+        if noted is None:  # launched by a version that kept no cluster records
+            self.ledger.begin_cluster(first.provider, record.id, spec, first.keep, first.key_path)
+        # Rebuilt from the ledger: nothing of the live cluster (rules, keys) is touched.
+        record.context = await provider.restore(
+            record.id,
+            spec,
+            noted.resources if noted is not None else {},
+            resource_note(self.ledger, record.id),
+        )
         for entry in entries:
             instance = Instance(
                 entry.instance_id or "",
@@ -425,7 +435,7 @@ class Pool:
                 if r.node_instance is not None
             )
         )
-        self.ledger.adopt([e.key for e in entries])
+        self.ledger.adopt([e.key for e in entries] + [cluster_key(record.id)])
         record.state = ClusterState.READY
         # What this kernel now knows of the cluster, for the panel and anyone listening.
         for node in record.node_instances():
@@ -442,24 +452,31 @@ class Pool:
     async def destroy_orphans(self, entries: list[LedgerEntry]) -> list[str]:
         """Destroy ledger entries left by dead kernels; returns what could not be destroyed.
 
-        Each entry's provider is rebuilt from the ledger; its cluster context is made
-        again (``prepare`` is idempotent), the instances destroyed and confirmed, the
-        shared resources torn down, and the entries removed.
+        Each cluster's context is rebuilt from the ledger (``restore``: no offer, no
+        capacity, no key needed, nothing created), its instances destroyed and confirmed,
+        its shared resources torn down, and its entries removed. Clusters of dead kernels
+        that left shared resources but no instance are torn down too.
         """
         failures: list[str] = []
         by_cluster: dict[str, list[LedgerEntry]] = {}
         for entry in entries:
             by_cluster.setdefault(entry.cluster_id, []).append(entry)
+        for leftover in self.ledger.leftovers():
+            by_cluster.setdefault(leftover.cluster_id, [])
         for cluster_id, group in by_cluster.items():
-            first = group[0]
+            noted = self.ledger.cluster(cluster_id)
+            origin = group[0] if group else noted  # each names the provider and the spec
+            if origin is None:
+                continue
             try:
-                spec = spec_from_dict(first.spec)
-                provider = self.provider_for(first.provider, spec)
-                keys = ClusterKeys(first.key_path, "")
-                context = await provider.prepare(cluster_id, spec, keys)
+                spec = spec_from_dict(origin.spec)
+                provider = self.provider_for(origin.provider, spec)
+                resources = noted.resources if noted is not None else {}
+                context = await provider.restore(cluster_id, spec, resources)
                 for entry in group:
                     if entry.instance_id:
                         await provider.destroy(context, entry.instance_id)
+                        self.ledger.remove(entry.key)  # confirmed gone
                 await provider.teardown(context)
             except Exception as exc:
                 failures.append(f"{cluster_id}: {exc}")
@@ -467,6 +484,7 @@ class Pool:
             for entry in group:
                 self.ledger.remove(entry.key)
             if not any(e.cluster_id == cluster_id for e in self.ledger.entries()):
+                self.ledger.forget_cluster(cluster_id)
                 await forget_cluster_keys(cluster_id)  # its destruction is confirmed
         return failures
 
@@ -474,7 +492,8 @@ class Pool:
         """Destroy every live instance without the kernel's loop (at interpreter exit).
 
         The providers' ``destroy`` runs on a fresh loop in a helper thread, so this works
-        whether or not the kernel's loop is still running.
+        whether or not the kernel's loop is still running; that loop's ``to_thread``
+        starts plain threads, since at exit ``concurrent.futures`` takes no new work.
         """
         live = [
             (record, iid)
@@ -500,12 +519,18 @@ class Pool:
                 try:
                     await record.provider.teardown(record.context)
                     if not record.instances:
+                        self.ledger.forget_cluster(record.id)
                         await forget_cluster_keys(record.id)
                 except Exception:
                     log.exception("skyward: could not tear down %s at exit", record.id)
                 record.state = ClusterState.DESTROYED
 
-        thread = threading.Thread(target=asyncio.run, args=(destroy_all(),), daemon=True)
+        def run() -> None:
+            with asyncio.Runner() as runner:
+                runner.get_loop().set_default_executor(PlainThreadExecutor())
+                runner.run(destroy_all())
+
+        thread = threading.Thread(target=run, name="skyward-exit", daemon=True)
         thread.start()
         thread.join(timeout)
 

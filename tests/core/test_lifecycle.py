@@ -41,8 +41,11 @@ class FakeProvider:
         self.launch_delay = launch_delay
         self.count = 0
 
-    async def prepare(self, cluster_id, spec, keys):
+    async def prepare(self, cluster_id, spec, keys, note=None):
         return {"cluster": cluster_id}
+
+    async def restore(self, cluster_id, spec, resources, note=None):
+        return {"cluster": cluster_id, "restored": dict(resources)}
 
     async def launch(self, context, request):
         await asyncio.sleep(self.launch_delay)
@@ -64,7 +67,7 @@ class FakeProvider:
         self.torn_down = True
 
 
-def make(provider, fail_node=None, bootstrap_delay=0.0, real_keys=False):
+def make(provider, fail_node=None, bootstrap_delay=0.0, real_keys=False, ledger=None):
     bus, registry = EventBus(), Registry()
 
     async def keys(cluster_id):
@@ -76,6 +79,7 @@ def make(provider, fail_node=None, bootstrap_delay=0.0, real_keys=False):
         lambda name, spec: provider,
         make_cluster_keys if real_keys else keys,
         lambda: ("priv", "pub"),
+        ledger=ledger,
         forget_keys=forget_cluster_keys if real_keys else None,
     )
 
@@ -224,3 +228,79 @@ async def test_keys_stay_while_anything_may_be_left(tmp_path, monkeypatch, faili
     await bus.request(lambda r: ShutdownRequested(ready.cluster.id, r), timeout=5)
     assert any(isinstance(e, Error) and e.fatal for e in log)
     assert (cluster_keys_dir(ready.cluster.id) / "id_ed25519").exists()
+
+
+class Noting(FakeProvider):
+    """Notes a firewall rule before "creating" it, as the cloud providers do; can fail
+    right after creating it, as a prepare killed mid-way would leave it."""
+
+    def __init__(self, fail_after_create=False):
+        super().__init__()
+        self.fail_after_create = fail_after_create
+        self.created: list[str] = []
+        self.noted_before_created: list[bool] = []
+        self.restored: list[dict] = []
+
+    async def prepare(self, cluster_id, spec, keys, note=None):
+        name = f"skyward-{cluster_id}"
+        note("firewall", name)
+        self.noted_before_created.append(name not in self.created)
+        self.created.append(name)
+        if self.fail_after_create:
+            raise OSError("the API went away")
+        return {"cluster": cluster_id, "rules": [name]}
+
+    async def restore(self, cluster_id, spec, resources, note=None):
+        self.restored.append({k: list(v) for k, v in resources.items()})
+        return {"cluster": cluster_id, "rules": list(resources.get("firewall", ()))}
+
+    async def teardown(self, context):
+        for name in context["rules"]:
+            self.created.remove(name)
+        await super().teardown(context)
+
+
+async def test_shared_resources_are_in_the_ledger_before_they_exist_and_until_torn_down(tmp_path):
+    from skyward.core.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    provider = Noting()
+    bus, registry, log = make(provider, ledger=ledger)
+    ready = await up(bus)
+    cluster_id = ready.cluster.id
+    assert provider.noted_before_created == [True]
+    record = ledger.cluster(cluster_id)
+    assert record is not None and record.resources == {"firewall": [f"skyward-{cluster_id}"]}
+    assert record.provider == "container" and record.spec["nodes"] == 2
+    assert not ledger.notices()  # cluster records are not "entries this version cannot read"
+    await bus.request(lambda r: ShutdownRequested(cluster_id, r), timeout=5)
+    assert provider.created == [] and ledger.cluster(cluster_id) is None
+    assert ledger.entries() == []
+
+
+async def test_a_prepare_that_fails_midway_is_torn_down_from_what_it_noted(tmp_path):
+    from skyward.core.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    provider = Noting(fail_after_create=True)
+    bus, registry, log = make(provider, ledger=ledger)
+    answer = await up(bus)
+    assert isinstance(answer, Error)
+    assert provider.created == [], "the rule the failed prepare made is deleted"
+    assert provider.restored and list(provider.restored[0]) == ["firewall"]
+    assert ledger.clusters() == []
+
+
+async def test_a_failed_teardown_keeps_the_cluster_record(tmp_path):
+    from skyward.core.ledger import Ledger
+
+    class Stuck(Noting):
+        async def teardown(self, context):
+            raise OSError("the firewall is still in use")
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    bus, registry, log = make(Stuck(), ledger=ledger)
+    ready = await up(bus)
+    await bus.request(lambda r: ShutdownRequested(ready.cluster.id, r), timeout=5)
+    record = ledger.cluster(ready.cluster.id)
+    assert record is not None and record.resources["firewall"] == [f"skyward-{ready.cluster.id}"]

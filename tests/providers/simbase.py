@@ -92,6 +92,7 @@ class Simulator:
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.capacity_refusals = 0
+        self.sold_out = False
         self._ids = itertools.count(1)
         self._backing: dict[str, str] = {}  # simulated instance id -> backing instance id
         self._dropped: set[str] = set()
@@ -153,8 +154,16 @@ class Simulator:
         with self.lock:
             self.capacity_refusals += times
 
+    def sell_out(self, sold_out: bool = True) -> None:
+        """The cloud has no machine left (or again has some): while sold out, no offer is
+        listed and every launch is refused with the provider's capacity error."""
+        with self.lock:
+            self.sold_out = sold_out
+
     def take_capacity_refusal(self) -> bool:
         with self.lock:
+            if self.sold_out:
+                return True
             if self.capacity_refusals > 0:
                 self.capacity_refusals -= 1
                 return True

@@ -6,6 +6,12 @@ removed only once the provider confirms the destruction. On ``%load_ext skyward`
 ``%skyward down --orphans``) entries whose kernel is gone are destroyed, unless they were
 launched with ``--keep``.
 
+Beside the instances, one record per cluster (:class:`ClusterEntry`) lists the shared
+resources the provider is about to create (key pair, security group, firewall rules,
+SSH keys, startup scripts, volumes), written before each creation and removed once the
+cluster's teardown is confirmed, so that a cluster whose kernel died is cleaned up whole,
+even one that died before its first launch.
+
 One JSON file under the user's data directory, read and replaced whole under a lock file,
 so several kernels can share it; each write is atomic and durable (0600 from creation,
 fsynced, renamed over the old file). Forgetting an entry means paying for a machine
@@ -39,7 +45,18 @@ from ..secrets import mask_url_credentials
 from .ledger_repair import LedgerDamage, salvage
 from .private_files import private_dir, sync_dir, write_atomically
 
-__all__ = ["KernelIdentity", "Ledger", "LedgerDamage", "LedgerEntry", "spec_from_dict"]
+__all__ = [
+    "ClusterEntry",
+    "KernelIdentity",
+    "Ledger",
+    "LedgerDamage",
+    "LedgerEntry",
+    "cluster_key",
+    "spec_from_dict",
+]
+
+CLUSTER_RECORD = "cluster"
+"""The ``record`` field of a cluster's resource record (an instance entry has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,74 @@ class LedgerEntry:
     @property
     def kernel(self) -> KernelIdentity:
         return KernelIdentity(self.kernel_pid, self.kernel_started)
+
+
+@dataclass(slots=True)
+class ClusterEntry:
+    """One cluster's shared resources: kind -> names and ids, each recorded before the
+    provider creates it."""
+
+    cluster_id: str
+    provider: str
+    kernel_pid: int
+    kernel_started: str
+    spec: dict[str, Any]
+    resources: dict[str, list[str]] = field(default_factory=dict)
+    keep: bool = False
+    key_path: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def kernel(self) -> KernelIdentity:
+        return KernelIdentity(self.kernel_pid, self.kernel_started)
+
+    @property
+    def key(self) -> str:
+        return cluster_key(self.cluster_id)
+
+
+def cluster_key(cluster_id: str) -> str:
+    """Where a cluster's resource record is kept in the ledger file."""
+    return f"{cluster_id}/{CLUSTER_RECORD}"
+
+
+_CLUSTER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "cluster_id": str,
+    "provider": str,
+    "kernel_pid": int,
+    "kernel_started": str,
+    "spec": dict,
+    "resources": dict,
+    "keep": bool,
+    "key_path": str,
+    "created_at": (int, float),
+}
+_CLUSTER_REQUIRED = ("cluster_id", "provider", "kernel_pid", "kernel_started", "spec")
+
+
+def _is_cluster_record(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("record") == CLUSTER_RECORD
+
+
+def _cluster_from(value: Any) -> ClusterEntry | str:
+    """The cluster record a stored object describes, or why this version cannot read it."""
+    missing = [name for name in _CLUSTER_REQUIRED if name not in value]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [
+        n for n, kind in _CLUSTER_TYPES.items() if n in value and not isinstance(value[n], kind)
+    ]
+    resources = value.get("resources", {})
+    if isinstance(resources, dict) and not all(
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in resources.values()
+    ):
+        wrong.append("resources")
+    if wrong:
+        return f"unexpected {', '.join(wrong)}"
+    known = (f.name for f in dataclasses.fields(ClusterEntry))
+    found = ClusterEntry(**{name: value[name] for name in known if name in value})
+    found.resources = {kind: list(ids) for kind, ids in found.resources.items()}
+    return found
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -213,7 +298,7 @@ class Ledger:
     def _classify(self, stored: dict[str, Any]) -> dict[str, Any]:
         self.unreadable = {}
         for key, value in stored.items():
-            entry = _entry_from(value)
+            entry = _cluster_from(value) if _is_cluster_record(value) else _entry_from(value)
             if isinstance(entry, str):
                 self.unreadable[key] = entry
         return stored
@@ -317,6 +402,63 @@ class Ledger:
             for key in keys:
                 if isinstance(entries.get(key), dict):
                     entries[key].update(kernel_pid=kernel.pid, kernel_started=kernel.started)
+
+    def begin_cluster(
+        self, provider: str, cluster_id: str, spec: ClusterSpec, keep: bool, key_path: str
+    ) -> None:
+        """Record a cluster about to get shared resources (before ``prepare``)."""
+        kernel = KernelIdentity.current()
+        record = ClusterEntry(
+            cluster_id, provider, kernel.pid, kernel.started, dataclasses.asdict(spec),
+            keep=keep, key_path=key_path,
+        )  # fmt: skip
+        with self._locked() as entries:
+            if not _is_cluster_record(entries.get(record.key)):
+                entries[record.key] = {"record": CLUSTER_RECORD, **dataclasses.asdict(record)}
+
+    def note_resource(self, cluster_id: str, kind: str, resource_id: str) -> None:
+        """Add a shared resource to the cluster's record; call it before creating it."""
+        with self._locked() as entries:
+            value = entries.get(cluster_key(cluster_id))
+            if not _is_cluster_record(value):
+                raise LedgerError(f"no record of cluster {cluster_id} to note its {kind} in")
+            resources = value.setdefault("resources", {})
+            ids = resources.setdefault(kind, [])
+            if resource_id not in ids:
+                ids.append(resource_id)
+
+    def cluster(self, cluster_id: str) -> ClusterEntry | None:
+        """The resource record of one cluster (None if there is none this version reads)."""
+        with self._locked() as entries:
+            value = entries.get(cluster_key(cluster_id))
+        found = _cluster_from(value) if _is_cluster_record(value) else None
+        return found if isinstance(found, ClusterEntry) else None
+
+    def clusters(self) -> list[ClusterEntry]:
+        """Every cluster record, oldest first."""
+        with self._locked() as entries:
+            rows = [
+                found
+                for value in entries.values()
+                if _is_cluster_record(value)
+                and isinstance(found := _cluster_from(value), ClusterEntry)
+            ]
+        return sorted(rows, key=lambda c: c.created_at)
+
+    def forget_cluster(self, cluster_id: str) -> None:
+        """The cluster's teardown was confirmed: nothing of it is left."""
+        with self._locked() as entries:
+            entries.pop(cluster_key(cluster_id), None)
+
+    def leftovers(self) -> list[ClusterEntry]:
+        """Clusters of dead kernels with shared resources but no instance left: what a
+        kernel killed before its first launch, or after its last destroy, left behind."""
+        with_instances = {e.cluster_id for e in self.entries()}
+        return [
+            c
+            for c in self.clusters()
+            if c.cluster_id not in with_instances and not c.kernel.alive()
+        ]
 
     def entries(self) -> list[LedgerEntry]:
         """Every entry, oldest first."""

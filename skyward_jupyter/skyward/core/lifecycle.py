@@ -38,10 +38,10 @@ from ..events import (
 from ..model import Cluster, ClusterSpec
 from .bus import EventBus, respond
 from .ledger import Ledger
-from .provider import ClusterKeys, LaunchRequest, Provider
+from .provider import ClusterKeys, LaunchRequest, Provider, ResourceNote, no_note
 from .registry import ClusterRecord, ClusterState, InstanceRecord, Registry
 
-__all__ = ["Lifecycle", "new_cluster_id"]
+__all__ = ["Lifecycle", "new_cluster_id", "resource_note"]
 
 log = logging.getLogger("skyward")
 
@@ -54,6 +54,18 @@ KeyForgetter = Callable[[str], Awaitable[None]]
 def new_cluster_id() -> str:
     """A short id that is unique enough to tag cloud resources with."""
     return "sky-" + secrets.token_hex(4)
+
+
+def resource_note(ledger: Ledger | None, cluster_id: str) -> ResourceNote:
+    """The ``note`` a provider calls before creating a shared resource of ``cluster_id``:
+    a ledger write, so that the resource is known before it exists."""
+    if ledger is None:
+        return no_note
+
+    def note(kind: str, resource_id: str) -> None:
+        ledger.note_resource(cluster_id, kind, resource_id)
+
+    return note
 
 
 class _Tasks:
@@ -121,7 +133,13 @@ class Lifecycle:
     async def _bring_up(self, request: ClusterRequested, record: ClusterRecord) -> None:
         spec = record.spec
         record.state = ClusterState.PROVISIONING
-        record.context = await record.provider.prepare(record.id, spec, record.require_keys())
+        keys = record.require_keys()
+        if self._ledger is not None:
+            self._ledger.begin_cluster(
+                record.provider.name, record.id, spec, spec.keep, keys.private_key_path
+            )
+        note = resource_note(self._ledger, record.id)
+        record.context = await record.provider.prepare(record.id, spec, keys, note)
         self._bus.publish(ClusterProvisioned(request.request_id, record.id, request.provider))
         loop = asyncio.get_running_loop()
         answers: list[asyncio.Future[Any]] = []
@@ -314,13 +332,9 @@ class Lifecycle:
         await asyncio.gather(
             *(self._destroy_instance(record, iid) for iid in list(record.instances)),
         )
-        torn_down = True
-        if record.context is not None:
-            try:
-                await record.provider.teardown(record.context)
-            except Exception as exc:
-                torn_down = False
-                self._bus.publish(Error(record.request_id, f"teardown of {record.id}: {exc}", True))
+        torn_down = await self._teardown(record)
+        if torn_down and not record.instances and self._ledger is not None:
+            self._ledger.forget_cluster(record.id)
         if torn_down and not record.instances and self._forget_keys is not None:
             # Only now is nothing left that the key could reach (or that needs it).
             try:
@@ -329,6 +343,26 @@ class Lifecycle:
                 log.warning("skyward: could not delete the keys of %s: %s", record.id, exc)
         record.state = ClusterState.DESTROYED
         self._bus.publish(ClusterDestroyed(record.id))
+
+    async def _teardown(self, record: ClusterRecord) -> bool:
+        """Remove the cluster's shared resources; whether that was confirmed.
+
+        A ``prepare`` that failed or was cancelled returned no context, yet may have
+        created some: the context is then rebuilt from what it noted in the ledger.
+        """
+        try:
+            if record.context is None:
+                noted = self._ledger.cluster(record.id) if self._ledger is not None else None
+                if noted is None or not noted.resources:
+                    return True
+                record.context = await record.provider.restore(
+                    record.id, record.spec, noted.resources, resource_note(self._ledger, record.id)
+                )
+            await record.provider.teardown(record.context)
+        except Exception as exc:
+            self._bus.publish(Error(record.request_id, f"teardown of {record.id}: {exc}", True))
+            return False
+        return True
 
     async def destroy_instance(self, record: ClusterRecord, instance_id: str) -> None:
         """Destroy one instance of a live cluster (a lost node that is not replaced)."""

@@ -8,13 +8,42 @@ to talk to its own API. Every verb is a coroutine; blocking SDKs go through
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..events import InstanceId, NodeId, ProviderName
 from ..model import ClusterSpec, Instance, Offer
 
-__all__ = ["ClusterKeys", "InstanceState", "LaunchRequest", "Provider", "StatusReport"]
+__all__ = [
+    "ClusterKeys",
+    "InstanceState",
+    "LaunchRequest",
+    "Provider",
+    "ResourceNote",
+    "Resources",
+    "StatusReport",
+    "first",
+    "no_note",
+]
+
+ResourceNote = Callable[[str, str], None]
+"""``note(kind, id)``: called by a provider *before* it creates a shared resource (and
+again with the id the cloud gave it, where that differs from the name), so the ledger
+knows everything a cluster made even if the kernel dies during the very call."""
+
+Resources = Mapping[str, Sequence[str]]
+"""What the ledger recorded of a cluster's resources: kind -> names and ids, in order."""
+
+
+def no_note(kind: str, resource_id: str) -> None:
+    """The note of a caller that keeps no ledger (a test, a one-off script)."""
+
+
+def first(resources: Resources, kind: str, default: str = "") -> str:
+    """The first recorded id of ``kind`` (``default`` if none was recorded)."""
+    found = resources.get(kind) or ()
+    return str(found[0]) if found else default
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +92,13 @@ class StatusReport:
 
 @runtime_checkable
 class Provider(Protocol):
-    """The verbs of one provider. ``context`` is whatever ``prepare`` returned."""
+    """The verbs of one provider. ``context`` is whatever ``prepare`` (or ``restore``)
+    returned.
+
+    ``destroy`` and ``teardown`` need no offer, no capacity and no key material, and
+    treat what is already gone as done: they run on a context rebuilt by ``restore``
+    from the ledger, for a cluster whose kernel died, on a cloud that may be full.
+    """
 
     name: ProviderName
     ssh_user: str
@@ -74,8 +109,23 @@ class Provider(Protocol):
         ``ProvisionError`` naming what to set when its credentials are missing."""
         ...
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
-        """Create the cluster's shared resources (keys, firewall, folders)."""
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> Any:
+        """Create the cluster's shared resources (keys, firewall, folders), calling
+        ``note`` before each creation; the context keeps ``note`` for what ``launch``
+        creates (a node's startup script, its volume)."""
+        ...
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> Any:
+        """The context of an existing cluster, rebuilt from what ``note`` recorded.
+
+        Makes no API call that creates or changes anything (attach must leave a live
+        cluster's rules and keys as they are); a ``launch`` on it (a replaced node)
+        finds its offers then.
+        """
         ...
 
     async def launch(self, context: Any, request: LaunchRequest) -> InstanceId:

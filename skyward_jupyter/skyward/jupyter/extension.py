@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -220,17 +221,18 @@ async def _attach(name: str) -> None:
 async def _down_orphans() -> None:
     p = pool()
     orphans = p.ledger.orphans()
-    if not orphans:
+    leftovers = p.ledger.leftovers()
+    if not orphans and not leftovers:
         print("no orphaned instances in the ledger")
         return
-    print(_describe_orphans(orphans, "destroying"))
+    print(_describe_orphans(orphans, "destroying", leftovers))
     failures = await p.destroy_orphans(orphans)
     for failure in failures:
         print(f"could not destroy {failure}", file=sys.stderr)
     print(f"destroyed {len(orphans) - len(failures)} of {len(orphans)} orphaned instance(s)")
 
 
-def _describe_orphans(orphans: list[Any], verb: str) -> str:
+def _describe_orphans(orphans: list[Any], verb: str, leftovers: Sequence[Any] = ()) -> str:
     lines = [f"skyward: {len(orphans)} instance(s) whose kernel is gone ({verb}):"]
     for entry in orphans:
         keep = " [--keep]" if entry.keep else ""
@@ -238,12 +240,18 @@ def _describe_orphans(orphans: list[Any], verb: str) -> str:
             f"  {entry.provider} {entry.instance_id or '(launch in progress)'}  cluster "
             f"{entry.cluster_id} node {entry.node}  kernel pid {entry.kernel_pid}{keep}"
         )
+    for cluster in leftovers:  # shared resources of a cluster with no instance left
+        kinds = ", ".join(sorted(cluster.resources)) or "nothing recorded"
+        lines.append(
+            f"  {cluster.provider} cluster {cluster.cluster_id}: shared resources only "
+            f"({kinds})  kernel pid {cluster.kernel_pid}"
+        )
     return "\n".join(lines)
 
 
-async def _cleanup_orphans(handle: Any, orphans: list[Any]) -> None:
+async def _cleanup_orphans(handle: Any, orphans: list[Any], leftovers: list[Any]) -> None:
     failures = await pool().destroy_orphans(orphans)
-    text = _describe_orphans(orphans, "destroyed")
+    text = _describe_orphans(orphans, "destroyed", leftovers)
     if failures:
         text += "\n" + "\n".join(f"  could not destroy {f}" for f in failures)
     handle.update({"text/plain": text}, raw=True)
@@ -254,8 +262,9 @@ def _check_orphans() -> None:
     p = pool()
     try:
         found = p.ledger.orphans()
+        leftovers = p.ledger.leftovers()
     except Exception as exc:  # the ledger never stops %load_ext
-        found = []
+        found, leftovers = [], []
         print(f"skyward: cannot read the ledger {p.ledger.path}: {exc}", file=sys.stderr)
     for line in p.ledger.notices():
         print(line, file=sys.stderr)
@@ -269,19 +278,18 @@ def _check_orphans() -> None:
                 "`%skyward down --orphans` destroys them",
             )
         )
-    if not doomed:
+    if not doomed and not leftovers:
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
-    handle = display(
-        {"text/plain": _describe_orphans(doomed, "destroying them now")}, raw=True, display_id=True
-    )
+    text = _describe_orphans(doomed, "destroying them now", leftovers)
+    handle = display({"text/plain": text}, raw=True, display_id=True)
     if loop is not None:
-        _state["orphans"] = loop.create_task(_cleanup_orphans(handle, doomed))
+        _state["orphans"] = loop.create_task(_cleanup_orphans(handle, doomed, leftovers))
     else:
-        asyncio.run(_cleanup_orphans(handle, doomed))
+        asyncio.run(_cleanup_orphans(handle, doomed, leftovers))
 
 
 async def _run(args: Any, code: str, line: str) -> None:

@@ -16,7 +16,7 @@ Each pod is backed by a real local node: from the boot script in its ``SKYWARD_B
 ``PUBLIC_KEY`` env (what RunPod's images do); ``runtime.ports`` maps private port 22 to
 the node's address and port.
 
-Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``,
+Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``, ``sell_out()``,
 ``refuse_funds(n)``, ``preempt(id)``, ``set_status(id, status)``; ``after_terminate``
 chooses what ``pod(input)`` answers for a terminated pod ("null" or "error"), since what
 the real API answers is not documented.
@@ -213,7 +213,7 @@ class RunPodSimulator(Simulator):
         ids = set((wanted or {}).get("ids") or [])
         if (wanted or {}).get("id"):
             ids.add(wanted["id"])  # type: ignore[index]
-        return [_gpu_json(g) for g in GPUS if not ids or g.id in ids]
+        return [_gpu_json(g, self.sold_out) for g in GPUS if not ids or g.id in ids]
 
     def deploy(self, pod_input: dict[str, Any], spot: bool) -> dict[str, Any]:
         if self.take_capacity_refusal():
@@ -317,10 +317,12 @@ class _Root:
         return self.sim.terminate(input["podId"])
 
 
-def _gpu_json(gpu: Gpu) -> dict[str, Any]:
+def _gpu_json(gpu: Gpu, sold_out: bool = False) -> dict[str, Any]:
     def lowest_price(info: Any, input: dict[str, Any] | None = None) -> dict[str, Any] | None:
         if input is None:
             raise GraphQLError("lowestPrice needs an input (gpuCount)")
+        if sold_out:  # no machine of this type left: RunPod lists no price for it
+            return None
         secure = input.get("secureCloud")
         choices = {True: [gpu.secure], False: [gpu.community]}.get(
             secure, [gpu.secure, gpu.community]

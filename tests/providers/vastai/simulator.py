@@ -19,7 +19,8 @@ unless the request leaves them out, as the SDK's default filters do.
 Each instance is backed by a real local node, started from its skyward ``onstart`` script,
 or (for the SDK) with a fresh host key that lets in the account's SSH key.
 
-Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``, ``preempt(id)``.
+Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``, ``sell_out()``,
+``preempt(id)``.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ class VastSimulator(Simulator):
             if not isinstance(ops, dict) or not ops or set(ops) - OPERATORS:
                 raise Invalid(f"search offers: {name} takes {{op: value}} with op in {OPERATORS}")
         rows = []
-        for offer in self.offers:
+        for offer in [] if self.sold_out else self.offers:
             row = dict(offer)
             machine = row["min_bid"] if kind == "bid" else row["dph_base"]
             row["storage_total_cost"] = round(row["storage_cost"] * storage / HOURS_PER_MONTH, 6)

@@ -9,7 +9,9 @@ _instance_types.py`` (``GET /instance-types?currency=``; every field it reads: `
 and its ``on_spot_discontinue``, ``GET /instances[/{id}]``, ``PUT /instances`` actions
 with ``volume_ids`` and ``delete_permanently``), ``ssh_keys/_ssh_keys.py`` and
 ``startup_scripts/_startup_scripts.py`` (create answers the id as text; get by id answers
-a list of one), ``constants.py`` (instance statuses, error codes, locations). Errors are
+a list of one), ``volumes/_volumes.py`` (``GET /volumes?status=``, ``DELETE
+/volumes/{id}`` with ``is_permanent``), ``constants.py`` (instance statuses, error codes,
+locations). Errors are
 ``{"code": ..., "message": ...}`` (``http_client/_http_client.py::handle_error``).
 
 Strict as the real API: an unknown or misspelt query parameter or body field is HTTP 400
@@ -21,7 +23,7 @@ reports only an IP), started from its startup script when that is skyward's boot
 else with a fresh host key that lets in the VM's first SSH key. Each VM has an OS volume;
 ``volumes`` holds them, so a test sees what is left billing.
 
-Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``,
+Faults: ``fail_with("429")``, ``fail_with("500")``, ``refuse_capacity(n)``, ``sell_out()``,
 ``preempt(id, reads_as)``: a reclaimed spot VM reads as ``discontinued`` or is gone
 (404); what the real API shows is not documented, so the provider must take both.
 """
@@ -180,6 +182,27 @@ class VerdaSimulator(Simulator):
         ):
             if path == collection or path.startswith(collection + "/"):
                 return self._collection(collection, store, text, request, path)
+        if path == "/volumes" and method == "GET":
+            _params(query, {"status"})
+            with self.lock:
+                rows = [dict(v) for v in self.volumes.values()]
+            wanted = query.get("status")
+            return Reply(200, [r for r in rows if wanted is None or r["status"] == wanted])
+        if method == "DELETE" and (m := re.fullmatch(r"/volumes/([\w-]+)", path)):
+            _params(query, set())
+            fields = _object(body)
+            _fields(fields, {"is_permanent"}, "delete volume")
+            with self.lock:
+                volume = self.volumes.get(m[1])
+                if volume is None:
+                    return Reply(404, {"code": "not_found", "message": "Volume not found"})
+                if volume["status"] == "attached":
+                    raise Invalid("volume: detach it from its instance first")
+                if fields.get("is_permanent"):
+                    self.volumes.pop(m[1])
+                else:
+                    volume["status"] = "deleted"  # in the trash
+            return Reply(202, None)
         if path == "/instances" and method == "POST":
             _params(query, set())
             return self._create(_object(body))
@@ -226,6 +249,8 @@ class VerdaSimulator(Simulator):
         if flag not in ("true", "false"):
             raise Invalid(f"isSpot must be true or false, not {flag!r}")
         places = AVAILABLE[flag == "true"]
+        if self.sold_out:
+            places = {location: [] for location in places}
         where = query.get("location_code")
         if where:
             places = {where: places.get(where, [])}

@@ -24,7 +24,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    first,
+    no_note,
+)
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -71,6 +80,7 @@ class AwsContext:
     key_name: str = ""
     group_id: str = ""
     instances: dict[str, _Attempt] = field(default_factory=dict)
+    note: ResourceNote = field(default=no_note, repr=False)
 
 
 def _tags(cluster_id: str, **extra: str) -> list[dict[str, str]]:
@@ -160,13 +170,15 @@ class AwsProvider:
 
     # -- cluster resources --------------------------------------------------------------
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> AwsContext:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> AwsContext:
         """Find the offers, the AMI, then import the key pair and open SSH to us."""
         region = spec.region or self.default_region
         attempts = await self._attempts(spec)
         if not attempts:
             raise ProvisionError(f"no AWS instance type offers {_wanted(spec)} in {region}")
-        context = AwsContext(cluster_id, region, spec, attempts)
+        context = AwsContext(cluster_id, region, spec, attempts, note=note)
         context.image_id = self.image or await self._public_image(region, spec)
         try:
             await self._create_resources(context, keys)
@@ -174,6 +186,34 @@ class AwsProvider:
             await asyncio.shield(self._delete_resources(context))
             raise
         return context
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> AwsContext:
+        """The context of an existing cluster: its region, key pair and group, as noted
+        (calls nothing; a later launch finds its offers, image and group then)."""
+        region = first(resources, "region") or spec.region or self.default_region
+        context = AwsContext(cluster_id, region, spec, [], note=note)
+        context.key_name = first(resources, "key-pair", f"skyward-{cluster_id}")
+        context.group_id = first(resources, "security-group-id")
+        return context
+
+    async def _complete(self, context: AwsContext) -> None:
+        """What a restored context lacks before it can launch (offers, image, group)."""
+        if not context.attempts:
+            context.attempts = await self._attempts(context.spec)
+        if not context.image_id:
+            context.image_id = self.image or await self._public_image(context.region, context.spec)
+        if not context.group_id:
+            groups = await self.api.call(
+                context.region,
+                "describe_security_groups",
+                Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [context.cluster_id]}],
+            )
+            found = groups.get("SecurityGroups", [])
+            if not found:
+                raise ProvisionError(f"aws: the security group of {context.cluster_id} is gone")
+            context.group_id = found[0]["GroupId"]
 
     async def _public_image(self, region: str, spec: ClusterSpec) -> str:
         """The AMI that AWS's public SSM parameter names in ``region``; an error that says
@@ -195,6 +235,8 @@ class AwsProvider:
     async def _create_resources(self, context: AwsContext, keys: ClusterKeys) -> None:
         region, name = context.region, f"skyward-{context.cluster_id}"
         cidr = await asyncio.to_thread(caller_cidr, self._cidr_endpoint)
+        context.note("region", region)
+        context.note("key-pair", name)
         await self.api.call(
             region,
             "import_key_pair",
@@ -203,6 +245,7 @@ class AwsProvider:
             TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tags(context.cluster_id)}],
         )
         context.key_name = name
+        context.note("security-group", name)
         group = await self.api.call(
             region,
             "create_security_group",
@@ -213,6 +256,7 @@ class AwsProvider:
             ],
         )
         context.group_id = group["GroupId"]
+        context.note("security-group-id", context.group_id)
         await self.api.call(
             region,
             "authorize_security_group_ingress",
@@ -240,6 +284,7 @@ class AwsProvider:
 
     async def launch(self, context: AwsContext, request: LaunchRequest) -> InstanceId:
         """Run one instance, trying the next offer when AWS has no capacity for one."""
+        await self._complete(context)
         existing = await self._tagged(context, node=request.node_id, states=["pending", "running"])
         for instance in existing:
             if instance["InstanceId"] not in context.instances:
@@ -445,14 +490,19 @@ class AwsProvider:
         await self._delete_resources(context)
 
     async def _delete_resources(self, context: AwsContext) -> None:
-        region, name = context.region, f"skyward-{context.cluster_id}"
+        """Delete the cluster's groups (by tag, and the noted one) and its key pair."""
+        region = context.region
+        name = context.key_name or f"skyward-{context.cluster_id}"
         groups = await self.api.call(
             region,
             "describe_security_groups",
             Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [context.cluster_id]}],
         )
-        for group in groups.get("SecurityGroups", []):
-            await self._delete_group(region, group["GroupId"])
+        ids = [group["GroupId"] for group in groups.get("SecurityGroups", [])]
+        if context.group_id and context.group_id not in ids:
+            ids.append(context.group_id)
+        for group_id in ids:
+            await self._delete_group(region, group_id)
         try:
             await self.api.call(region, "delete_key_pair", KeyName=name)
         except ProvisionError as exc:

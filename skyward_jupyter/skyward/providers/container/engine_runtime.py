@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.private_files import private_dir
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    first,
+)
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
 from .common import local_offer, remove_tree, safe_name
@@ -115,7 +123,6 @@ class EngineCluster:
     cluster_id: str
     dir: Path
     spec: ClusterSpec
-    keys: ClusterKeys
     image: str
     nodes: dict[str, _EngineNode] = field(default_factory=dict)
 
@@ -181,11 +188,14 @@ class EngineRuntime:
             )
         return image
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> EngineCluster:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote
+    ) -> EngineCluster:
         code, out, err = await self._cli("version", timeout=30)
         if code != 0:
             last = (err.strip() or out.strip()).splitlines()[-1:] or ["no output"]
             raise ProvisionError(f"the {self.engine} engine is not usable: {last[0]}")
+        note("folder", str(self.base_dir / safe_name(cluster_id)))
         folder = private_dir(self.base_dir / safe_name(cluster_id))
         try:
             image = await self._ensure_image(folder)
@@ -193,7 +203,12 @@ class EngineRuntime:
         except BaseException:
             await asyncio.to_thread(remove_tree, folder)
             raise
-        return EngineCluster(cluster_id, folder, spec, keys, image)
+        return EngineCluster(cluster_id, folder, spec, image)
+
+    def restore(self, cluster_id: str, spec: ClusterSpec, resources: Resources) -> EngineCluster:
+        """The cluster's folder, as noted; its containers are found by their label."""
+        folder = first(resources, "folder") or str(self.base_dir / safe_name(cluster_id))
+        return EngineCluster(cluster_id, Path(folder), spec, self.image or DEFAULT_IMAGE)
 
     async def _check_python(self, image: str) -> None:
         """The image's Python must be the kernel's major.minor (cloudpickle needs it)."""

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.private_files import private_dir
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    first,
+)
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
 from .common import local_offer, remove_tree, safe_name
@@ -65,7 +73,6 @@ class LocalCluster:
     cluster_id: str
     dir: Path
     spec: ClusterSpec
-    keys: ClusterKeys
     nodes: dict[str, _LocalNode] = field(default_factory=dict)
 
 
@@ -196,13 +203,21 @@ class ProcessRuntime:
         self.ssh_user = getpass.getuser()
         self.ssh_port = ssh_port  # 0: a random free port; 22 where a caller needs it
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> LocalCluster:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote
+    ) -> LocalCluster:
         folder = self.base_dir / safe_name(cluster_id)
+        note("folder", str(folder))
         try:
             private_dir(folder)
         except OSError as exc:
             raise ProvisionError(f"cannot create the cluster folder {folder}: {exc}") from exc
-        return LocalCluster(cluster_id, folder, spec, keys)
+        return LocalCluster(cluster_id, folder, spec)
+
+    def restore(self, cluster_id: str, spec: ClusterSpec, resources: Resources) -> LocalCluster:
+        """The cluster's folder, as noted; its nodes are found from their instance.json."""
+        folder = first(resources, "folder") or str(self.base_dir / safe_name(cluster_id))
+        return LocalCluster(cluster_id, Path(folder), spec)
 
     async def launch(self, context: LocalCluster, request: LaunchRequest) -> str:
         suffix = secrets.token_hex(3)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...core.provider import ClusterKeys, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    no_note,
+)
 from ...errors import UsageError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -63,9 +70,17 @@ class ContainerProvider:
         kind = "local-process" if self.runtime == "process" else "container"
         return [local_offer(kind)]
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> Any:
         """Create the cluster's folder (and, for an engine, make sure the image exists)."""
-        return await self._impl.prepare(cluster_id, spec, keys)
+        return await self._impl.prepare(cluster_id, spec, keys, note)
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> Any:
+        """The context of an existing cluster: its folder (and nodes found in it)."""
+        return self._impl.restore(cluster_id, spec, resources)
 
     async def launch(self, context: Any, request: LaunchRequest) -> InstanceId:
         """Start one node; its id is known at once, its SSH endpoint after wait_running."""

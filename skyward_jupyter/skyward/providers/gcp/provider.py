@@ -25,7 +25,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    no_note,
+)
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -76,6 +84,8 @@ class GcpContext:
     zones: list[str]
     firewall: str = ""
     instances: dict[str, _Attempt] = field(default_factory=dict)
+    rules: list[str] = field(default_factory=list)  # firewall rules noted, in order
+    note: ResourceNote = field(default=no_note, repr=False)
 
     @property
     def tag(self) -> str:
@@ -193,18 +203,24 @@ class GcpProvider:
 
     # -- cluster resources --------------------------------------------------------------
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> GcpContext:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> GcpContext:
         """Find the offers, then open SSH to the caller for the cluster's network tag."""
         zones = await self._zones(spec)
         attempts = await self._attempts(spec, zones)
         if not attempts:
             where = zones[0] if len(zones) == 1 else f"zones {', '.join(zones)}"
             raise ProvisionError(f"no Google Cloud machine offers {_wanted(spec)} in {where}")
-        context = GcpContext(cluster_id, spec, attempts, zones)
+        context = GcpContext(cluster_id, spec, attempts, zones, note=note)
         cidr = await asyncio.to_thread(caller_cidr, self.endpoint)
+        for zone in zones:
+            note("zone", zone)  # where teardown looks for the cluster's VMs
         created: list[str] = []
         try:
             for rule in self._firewall_rules(context, cidr):
+                note("firewall", rule.name)
+                context.rules.append(rule.name)
                 operation = await self.api.call(
                     self.api.firewalls.insert_unary,
                     project=self.api.project, firewall_resource=rule,
@@ -218,6 +234,21 @@ class GcpProvider:
             raise
         await self._warn_if_ssh_is_open(context)
         return context
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> GcpContext:
+        """The context of an existing cluster: its zones and firewall rules, as noted
+        (calls nothing: a live cluster's rules stay exactly as they are)."""
+        context = GcpContext(cluster_id, spec, [], list(resources.get("zone") or ()), note=note)
+        context.firewall = context.tag
+        context.rules = list(resources.get("firewall") or ())
+        return context
+
+    async def _complete(self, context: GcpContext) -> None:
+        """What a restored context lacks: the zones (read-only) and, to launch, offers."""
+        if not context.zones:
+            context.zones = await self._zones(context.spec)
 
     def _firewall_rules(self, context: GcpContext, cidr: str) -> list[Any]:
         """SSH from the caller only; everything between the cluster's own VMs."""
@@ -270,6 +301,9 @@ class GcpProvider:
         """Insert one VM, trying the next offer or zone when Compute has no capacity."""
         from google.api_core import exceptions as gexc
 
+        await self._complete(context)
+        if not context.attempts:
+            context.attempts = await self._attempts(context.spec, context.zones)
         name = f"{context.cluster_id}-n{request.node_id}-{secrets.token_hex(2)}"
         tried: list[str] = []
         for index, attempt in enumerate(context.attempts):
@@ -493,6 +527,7 @@ class GcpProvider:
 
     async def teardown(self, context: GcpContext) -> None:
         """Delete any VM still labelled with the cluster, then its firewall rules."""
+        await self._complete(context)
         for zone in context.zones:
             pager = await self.api.call(
                 self.api.instances.list,
@@ -507,8 +542,8 @@ class GcpProvider:
                 if vm.labels.get(CLUSTER_LABEL) == context.cluster_id
             ]  # fmt: skip
             await asyncio.gather(*(self.destroy(context, iid) for iid in left))
-        await self._delete_firewall(context.internal_rule)
-        await self._delete_firewall(context.tag)
+        for name in dict.fromkeys([*context.rules, context.internal_rule, context.tag]):
+            await self._delete_firewall(name)
 
     async def _delete_firewall(self, name: str) -> None:
         from google.api_core import exceptions as gexc

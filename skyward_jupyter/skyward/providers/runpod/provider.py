@@ -20,7 +20,7 @@ gone. Only RunPod's own words for "no machine" are a capacity error (the next of
 tried); any other refusal, funds included, stops the launch with RunPod's message.
 
 RunPod has no cluster-level resources (the key travels per pod), so ``teardown`` only
-makes sure no pod of the cluster is left.
+makes sure no pod of the cluster is left, and ``restore`` needs nothing but the id.
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    no_note,
+)
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -135,7 +143,6 @@ class RunPodCluster:
 
     cluster_id: str
     spec: ClusterSpec
-    keys: ClusterKeys
     candidates: list[Candidate]
     start: int = 0
     pods: dict[str, Candidate] = field(default_factory=dict)
@@ -227,19 +234,28 @@ class RunPodProvider:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> Any:
         """Find the offers (this also checks the key); RunPod needs no shared resources."""
         candidates = await self._candidates(spec)
         if not candidates:
             raise CapacityError(f"runpod: no offer matches {describe_request(spec)}")
-        return RunPodCluster(cluster_id, spec, keys, candidates)
+        return RunPodCluster(cluster_id, spec, candidates)
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> Any:
+        """The context of an existing cluster (its pods carry its name: nothing to read)."""
+        return RunPodCluster(cluster_id, spec, [])
 
     async def launch(self, context: RunPodCluster, request: LaunchRequest) -> InstanceId:
         """Deploy one pod, falling back to the next offer when one has no capacity."""
         name = f"{context.cluster_id}-n{request.node_id}"
-        script = boot_script(
-            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
-        )
+        public_key = request.keys.public_key
+        script = boot_script(context.cluster_id, request.node_id, request.host_key, public_key)
+        if not context.candidates:  # a restored context: offers are found when needed
+            context.candidates = await self._candidates(context.spec)
 
         async def attempt(candidate: Candidate) -> str:
             pod_input: dict[str, Any] = {
@@ -255,7 +271,7 @@ class RunPodProvider:
                 "ports": "22/tcp",
                 "dockerArgs": docker_command("SKYWARD_BOOT", "/start.sh"),
                 "env": [
-                    {"key": "PUBLIC_KEY", "value": context.keys.public_key},
+                    {"key": "PUBLIC_KEY", "value": public_key},
                     {"key": "SKYWARD_BOOT", "value": encode(script)},
                     {"key": "SKYWARD_CLUSTER", "value": context.cluster_id},
                 ],

@@ -13,7 +13,8 @@ machine per offer (its ``cpu_ram`` is in MB). A launch rents it with ``PUT /asks
 labelled ``<cluster id>-n<node>``; one is read with ``owner=me``, as the SDK does.
 
 Cluster resources: the cluster's public key is added to the account (``POST /ssh/``, its
-comment names the cluster) and removed at teardown.
+comment names the cluster) and removed at teardown: the key noted by id, and any key
+whose comment names the cluster (one added by a kernel killed before it learnt the id).
 
 Host key: Vast runs an ``onstart`` script in the container at start; it installs the
 client-generated host key as sshd's only host key and reloads sshd, so the host key is
@@ -32,7 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    no_note,
+)
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -89,7 +98,6 @@ class VastCluster:
 
     cluster_id: str
     spec: ClusterSpec
-    keys: ClusterKeys
     candidates: list[Candidate]
     ssh_key_id: int | str | None = None
     start: int = 0
@@ -189,25 +197,40 @@ class VastProvider:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> Any:
         """Find the offers, then add the cluster's key to the account."""
         candidates = await self._candidates(spec)
         if not candidates:
             raise CapacityError(f"vastai: no offer matches {describe_request(spec)}")
-        context = VastCluster(cluster_id, spec, keys, candidates)
+        context = VastCluster(cluster_id, spec, candidates)
+        note("ssh-key", _comment(cluster_id))
         body = await self._api.call("POST", "/ssh/", json={"ssh_key": keys.public_key})
         key = (body or {}).get("key", body) if isinstance(body, dict) else None
         if not isinstance(key, dict) or key.get("id") is None:
             raise ProvisionError(f"vastai: adding the SSH key gave no id ({short_text(body)})")
         context.ssh_key_id = key["id"]
+        note("ssh-key-id", str(key["id"]))
+        return context
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> Any:
+        """The context of an existing cluster, with its account key's id as noted."""
+        context = VastCluster(cluster_id, spec, [])
+        noted = resources.get("ssh-key-id") or ()
+        context.ssh_key_id = noted[0] if noted else None
         return context
 
     async def launch(self, context: VastCluster, request: LaunchRequest) -> InstanceId:
         """Rent one machine with the onstart script, trying the next offer if it is gone."""
         label = f"{context.cluster_id}-n{request.node_id}"
         script = boot_script(
-            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
+            context.cluster_id, request.node_id, request.host_key, request.keys.public_key
         )
+        if not context.candidates:  # a restored context: offers are found when needed
+            context.candidates = await self._candidates(context.spec)
 
         async def attempt(candidate: Candidate) -> str:
             body: dict[str, Any] = {
@@ -324,18 +347,40 @@ class VastProvider:
         context.instances.pop(instance_id, None)
 
     async def teardown(self, context: VastCluster) -> None:
-        """Destroy instances still labelled with the cluster, then remove the account key."""
+        """Destroy instances still labelled with the cluster, then remove its account keys
+        (the one noted, and any whose comment names the cluster); check they are gone."""
         prefix = f"{context.cluster_id}-n"
         for row in await self._list():
             if str(row.get("label") or "").startswith(prefix):
                 await self.destroy(context, str(row["id"]))
-        if context.ssh_key_id is not None:
-            await self._api.call("DELETE", f"/ssh/{context.ssh_key_id}/", missing_ok=True)
-            body = await self._api.call("GET", "/ssh/")
-            keys = body if isinstance(body, list) else (body or {}).get("keys") or []
-            if any(str(k.get("id")) == str(context.ssh_key_id) for k in keys):
-                raise ProvisionError(f"vastai: SSH key {context.ssh_key_id} is still there")
-            context.ssh_key_id = None
+        doomed = [] if context.ssh_key_id is None else [str(context.ssh_key_id)]
+        doomed += [i for i in self._keys_of(context, await self._keys()) if i not in doomed]
+        for key_id in doomed:
+            await self._api.call("DELETE", f"/ssh/{key_id}/", missing_ok=True)
+        left = [str(k.get("id")) for k in await self._keys() if str(k.get("id")) in doomed]
+        if left:
+            raise ProvisionError(f"vastai: SSH key {', '.join(left)} is still there")
+        context.ssh_key_id = None
+
+    async def _keys(self) -> list[dict[str, Any]]:
+        body = await self._api.call("GET", "/ssh/")
+        keys = body if isinstance(body, list) else (body or {}).get("keys") or []
+        return [k for k in keys if isinstance(k, dict)]
+
+    @staticmethod
+    def _keys_of(context: VastCluster, keys: list[dict[str, Any]]) -> list[str]:
+        """The ids of the account keys whose comment names the cluster."""
+        comment = _comment(context.cluster_id)
+        return [
+            str(k.get("id"))
+            for k in keys
+            if str(k.get("public_key") or k.get("key") or "").split()[2:3] == [comment]
+        ]
+
+
+def _comment(cluster_id: str) -> str:
+    """The comment of a cluster's public key (``transport.keys`` writes it so)."""
+    return f"skyward-{cluster_id}"
 
 
 def _ssh_endpoint(row: dict[str, Any]) -> tuple[str, int]:

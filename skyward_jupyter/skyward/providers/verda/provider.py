@@ -14,7 +14,9 @@ delete_permanently``), and ours deletes it with the VM, so no volume is left bil
 
 Cluster resources: an SSH key (``POST /sshkeys``, named ``skyward-<cluster id>``) for the
 cluster, and one startup script per node (``POST /scripts``, ``skyward-<cluster>-n<node>``);
-both are deleted at teardown (a node's script also when the node is destroyed).
+both are deleted at teardown (a node's script also when the node is destroyed), found by
+name, so also those a kernel killed mid-call made; so is any OS volume of the cluster's
+VMs (``<cluster>-n<node>-os``) that outlived its VM.
 
 Host key: the startup script installs the client-generated host key as sshd's only host
 key and restarts sshd; the node is reported running only once it presents that key, so
@@ -33,7 +35,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, StatusReport
+from ...core.provider import (
+    ClusterKeys,
+    InstanceState,
+    LaunchRequest,
+    ResourceNote,
+    Resources,
+    StatusReport,
+    first,
+    no_note,
+)
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
@@ -123,13 +134,17 @@ class VerdaCluster:
 
     cluster_id: str
     spec: ClusterSpec
-    keys: ClusterKeys
     candidates: list[Candidate]
     ssh_key_id: str | None = None
     scripts: dict[str, str] = field(default_factory=dict)  # instance id -> script id
     host_keys: dict[str, str] = field(default_factory=dict)
     start: int = 0
     instances: dict[str, Candidate] = field(default_factory=dict)
+    note: ResourceNote = field(default=no_note, repr=False)
+
+    @property
+    def key_name(self) -> str:
+        return f"skyward-{self.cluster_id}"
 
 
 class VerdaProvider:
@@ -238,30 +253,53 @@ class VerdaProvider:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys) -> Any:
+    async def prepare(
+        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
+    ) -> Any:
         """Find the offers, then register the cluster's SSH key."""
         candidates = await self._candidates(spec)
         if not candidates:
             raise CapacityError(f"verda: no offer matches {describe_request(spec)}")
-        context = VerdaCluster(cluster_id, spec, keys, candidates)
+        context = VerdaCluster(cluster_id, spec, candidates, note=note)
+        note("ssh-key", context.key_name)
         key_id = await self._api.call(
-            "POST", "/sshkeys", json={"name": f"skyward-{cluster_id}", "key": keys.public_key}
+            "POST", "/sshkeys", json={"name": context.key_name, "key": keys.public_key}
         )
         context.ssh_key_id = _text_id(key_id, "SSH key")
+        note("ssh-key-id", context.ssh_key_id)
+        return context
+
+    async def restore(
+        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
+    ) -> Any:
+        """The context of an existing cluster, with its SSH key's id as noted (its
+        scripts and volumes are found by name when they are deleted)."""
+        context = VerdaCluster(cluster_id, spec, [], note=note)
+        context.ssh_key_id = first(resources, "ssh-key-id") or None
         return context
 
     async def launch(self, context: VerdaCluster, request: LaunchRequest) -> InstanceId:
         """Create the node's startup script, then the VM, trying the next offer if full."""
         hostname = f"{context.cluster_id}-n{request.node_id}"
         script = boot_script(
-            context.cluster_id, request.node_id, request.host_key, context.keys.public_key
+            context.cluster_id, request.node_id, request.host_key, request.keys.public_key
         )
+        if not context.candidates:  # a restored context: offers are found when needed
+            context.candidates = await self._candidates(context.spec)
+        if context.ssh_key_id is None:  # restored without a noted id: find it by name
+            keys = await self._api.call("GET", "/sshkeys") or []
+            found = [str(k["id"]) for k in keys if k.get("name") == context.key_name]
+            if not found:
+                raise ProvisionError(f"verda: the SSH key {context.key_name} is gone")
+            context.ssh_key_id = found[0]
+        context.note("startup-script", f"skyward-{hostname}")
         script_id = _text_id(
             await self._api.call(
                 "POST", "/scripts", json={"name": f"skyward-{hostname}", "script": script}
             ),
             "startup script",
         )
+        context.note("volume", f"{hostname}-os")
 
         async def attempt(candidate: Candidate) -> str:
             body = {
@@ -385,25 +423,47 @@ class VerdaProvider:
         context.instances.pop(instance_id, None)
 
     async def teardown(self, context: VerdaCluster) -> None:
-        """Delete VMs still named after the cluster, its scripts and its SSH key; check."""
+        """Delete VMs still named after the cluster, then its leftover OS volumes, its
+        scripts and its SSH keys (by id and by name); check that none is left."""
         prefix = f"{context.cluster_id}-n"
         for row in await self._list():
             if str(row.get("hostname") or "").startswith(prefix) and (
                 row.get("status") not in _GONE_STATES
             ):
                 await self.destroy(context, str(row["id"]))
+        for volume_id in await self._volumes_of(context):
+            await self._api.call(
+                "DELETE", f"/volumes/{volume_id}", json={"is_permanent": True}, missing_ok=True
+            )
         for script in await self._api.call("GET", "/scripts") or []:
             if str(script.get("name") or "").startswith(f"skyward-{prefix}"):
                 await self._api.call("DELETE", f"/scripts/{script['id']}", missing_ok=True)
-        if context.ssh_key_id is not None:
-            await self._api.call("DELETE", f"/sshkeys/{context.ssh_key_id}", missing_ok=True)
+        keys = await self._api.call("GET", "/sshkeys") or []
+        doomed = [k["id"] for k in keys if k.get("name") == context.key_name]
+        if context.ssh_key_id is not None and context.ssh_key_id not in doomed:
+            doomed.append(context.ssh_key_id)
+        for key_id in doomed:
+            await self._api.call("DELETE", f"/sshkeys/{key_id}", missing_ok=True)
         keys = await self._api.call("GET", "/sshkeys") or []
         scripts = await self._api.call("GET", "/scripts") or []
-        left = [k["id"] for k in keys if k.get("name") == f"skyward-{context.cluster_id}"]
+        left = [k["id"] for k in keys if k.get("name") == context.key_name]
         left += [s["id"] for s in scripts if str(s.get("name", "")).startswith(f"skyward-{prefix}")]
+        left += await self._volumes_of(context)
         if left:
             raise ProvisionError(f"verda: cluster resources still there: {', '.join(left)}")
         context.ssh_key_id = None
+
+    async def _volumes_of(self, context: VerdaCluster) -> list[str]:
+        """The ids of the cluster's OS volumes still billed (their VM is gone)."""
+        pattern = re.compile(rf"{re.escape(context.cluster_id)}-n\d+-os")
+        rows = await self._api.call("GET", "/volumes") or []
+        return [
+            str(v["id"])
+            for v in rows
+            if isinstance(v, dict)
+            and pattern.fullmatch(str(v.get("name") or ""))
+            and v.get("status") not in ("deleted",)
+        ]
 
 
 def _text_id(body: Any, what: str) -> str:
