@@ -29,13 +29,19 @@ __all__ = [
     "Lines",
     "Message",
     "Metrics",
+    "Missing",
     "Ping",
     "Pong",
     "ProtocolError",
+    "Put",
+    "Fetch",
     "Result",
     "Run",
+    "Serve",
+    "Serving",
     "Shutdown",
     "Started",
+    "Stored",
     "Stream",
     "WorkerReady",
     "Bye",
@@ -88,14 +94,16 @@ class Hello(Message):
 @dataclass(frozen=True, slots=True)
 class Run(Message):
     """Run a cell. ``count`` is the kernel's execution count (``In[count]`` on the node
-    too); ``push`` maps names to cloudpickles put in the namespace first; ``pull`` names
-    variables sent back pickled in ``Done.pulled``; output past ``max_output`` characters
-    is cut."""
+    too); ``push`` maps names to what is put in the namespace first: a small variable's
+    cloudpickle inline, a large one as a reference to a stored blob (``{"key": k,
+    "parts": [[offset, length], ...]}``: the pickle stream, then its out-of-band buffers);
+    ``pull`` names variables sent back pickled in ``Done.pulled``; output past
+    ``max_output`` characters is cut."""
 
     task: str
     code: str
     count: int = 0
-    push: dict[str, bytes] | None = None
+    push: dict[str, Any] | None = None
     pull: tuple[str, ...] = ()
     max_output: int = 10_000_000
 
@@ -125,6 +133,44 @@ class Configure(Message):
     env: dict[str, str] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)
     colors: str = ""
+
+
+@_message("put")
+@dataclass(frozen=True, slots=True)
+class Put(Message):
+    """A piece of the blob ``key`` (``size`` bytes in all) from ``offset``; the piece
+    that ends it carries ``digest``, which the node checks before keeping the blob."""
+
+    key: str
+    size: int
+    offset: int
+    data: bytes
+    digest: str = ""
+
+
+@_message("fetch")
+@dataclass(frozen=True, slots=True)
+class Fetch(Message):
+    """Fetch blob ``key`` from the cluster's relay at ``host:port`` (over the private
+    network, with the cluster's ``token``), check ``digest``, keep it."""
+
+    key: str
+    size: int
+    digest: str
+    host: str
+    port: int
+    token: str
+    timeout: float = 2.0
+
+
+@_message("serve")
+@dataclass(frozen=True, slots=True)
+class Serve(Message):
+    """Serve this node's blobs to the cluster: listen on ``host`` for fetches that show
+    ``token``."""
+
+    host: str
+    token: str
 
 
 @_message("ping")
@@ -302,6 +348,36 @@ class Crash(Message):
     detail: str = ""
     stderr_tail: str = ""
     restarted: bool = True
+
+
+@_message("stored")
+@dataclass(frozen=True, slots=True)
+class Stored(Message):
+    """The node keeps blob ``key`` (``ok``), or why it could not (``error``)."""
+
+    key: str
+    ok: bool
+    error: str = ""
+
+
+@_message("missing")
+@dataclass(frozen=True, slots=True)
+class Missing(Message):
+    """Cell ``task`` was not started: the node lacks these blobs (send them, then the
+    cell again)."""
+
+    task: str
+    keys: list[str]
+
+
+@_message("serving")
+@dataclass(frozen=True, slots=True)
+class Serving(Message):
+    """The relay listens at ``host:port`` (``port`` 0 and ``error``: it could not)."""
+
+    host: str
+    port: int
+    error: str = ""
 
 
 @_message("pong")

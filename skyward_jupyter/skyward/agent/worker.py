@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import builtins
+import mmap
 import os
 import signal
 import sys
@@ -307,13 +308,17 @@ class Worker:
             pass
         return ErrorInfo(name, evalue, list(stb), frames, kind.__module__, builtin, pickled)
 
-    def _load_push(self, push: dict[str, bytes]) -> ErrorInfo | None:
+    def _load_push(self, push: dict[str, Any]) -> ErrorInfo | None:
         import cloudpickle
 
         namespace = self.shell.user_ns
         for name, blob in push.items():
             try:
-                namespace[name] = cloudpickle.loads(blob)
+                namespace[name] = (
+                    load_blob(blob["path"], blob["parts"])
+                    if isinstance(blob, dict)
+                    else cloudpickle.loads(blob)
+                )
             except BaseException as exc:
                 info = self._describe(exc)
                 text = f"could not load variable '{name}' sent from the kernel: {exc}"
@@ -352,6 +357,23 @@ class Worker:
 
 
 _IPYTHON_DIR = ""
+
+
+def load_blob(path: str, parts: list[list[int]]) -> Any:
+    """A pushed variable from its blob: the pickle stream, its buffers read in place.
+
+    The file is mapped copy-on-write: arrays are backed by the page cache (no copy, no
+    second read of the bytes) and stay writable; a write copies only the pages it
+    touches, and never reaches the stored blob.
+    """
+    import pickle
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        mapped = mmap.mmap(handle.fileno(), size, flags=mmap.MAP_PRIVATE) if size else bytearray()
+    view = memoryview(mapped)
+    (start, length), buffers = parts[0], parts[1:]
+    return pickle.loads(view[start : start + length], buffers=[view[o : o + n] for o, n in buffers])
 
 
 def _flush_c_streams() -> None:

@@ -9,6 +9,7 @@ Modules, IPython's own names and private names stay home.
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import inspect
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import cloudpickle
 
 from ..errors import SkywardError
+from ..payload import INLINE, Payload, make_payload
 
 __all__ = ["PushError", "free_names", "pickle_push", "select_push"]
 
@@ -116,19 +118,28 @@ def select_push(
     return chosen
 
 
-def pickle_push(values: dict[str, Any]) -> dict[str, bytes]:
+async def pickle_push(values: dict[str, Any]) -> dict[str, Payload]:
     """Each variable pickled on its own (so a failure names it, and nothing is pickled
-    twice). A variable that cannot be pickled fails here, before anything runs."""
-    parts: dict[str, bytes] = {}
+    twice), with protocol 5 and its large buffers out of band, then hashed (off the loop
+    when large). A variable that cannot be pickled fails here, before anything runs."""
+    parts: dict[str, Payload] = {}
     for name, value in values.items():
+        buffers: list[Any] = []
         try:
-            parts[name] = cloudpickle.dumps(value, protocol=5)
+            stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         except Exception as exc:
             raise PushError(
                 f"cannot send variable '{name}' ({type(value).__name__}) to the nodes: "
                 f"{type(exc).__name__}: {exc}. Leave it out with --no-push, or make it "
                 "on the nodes instead"
             ) from None
+        large = len(stream) + sum(memoryview(b).nbytes for b in buffers) > INLINE
+        if buffers and not large:  # small: in band, so it travels inside the cell
+            stream, buffers = cloudpickle.dumps(value, protocol=5), []
+        if large:
+            parts[name] = await asyncio.to_thread(make_payload, name, stream, buffers)
+        else:
+            parts[name] = make_payload(name, stream, buffers)
     return parts
 
 
