@@ -12,24 +12,16 @@ library's sha256 (``agent.blobs.DIGEST``), computed here only when the bytes are
 from __future__ import annotations
 
 import struct
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import blake3
-
-from .agent.blobs import new_digest
 
 __all__ = ["ALIGN", "INLINE", "Payload", "make_payload"]
 
 ALIGN = 64  # each part starts at a multiple of this in the blob (arrays stay aligned)
 INLINE = 64 * 1024  # bytes: smaller variables travel inside the cell's message
 THREADED = 1 << 20  # bytes: hashes of larger payloads use every core
-DIGESTS_KEPT = 4096
-
-_digests: OrderedDict[str, str] = OrderedDict()  # key -> sha256, for blobs sent before
-_digests_lock = threading.Lock()
 
 
 @dataclass(eq=False)
@@ -42,8 +34,6 @@ class Payload:
     layout: list[tuple[int, int]]
     size: int
     key: str
-    digest: str = field(default="", repr=False)
-    """The sha256 the nodes check, once computed (``ensure_digest``)."""
 
     @property
     def inline(self) -> bool:
@@ -71,24 +61,6 @@ class Payload:
                 out.append((offset + start, part[start : start + chunk]))
             position = offset + length
         return out
-
-    def ensure_digest(self) -> str:
-        """The nodes' check of the blob's bytes (sha256), computed once."""
-        if self.digest:
-            return self.digest
-        with _digests_lock:
-            known = _digests.get(self.key)
-        if known is None:
-            digest = new_digest()
-            for _, piece in self.pieces(16 << 20):
-                digest.update(piece)
-            known = digest.hexdigest()
-            with _digests_lock:
-                _digests[self.key] = known
-                while len(_digests) > DIGESTS_KEPT:
-                    _digests.popitem(last=False)
-        self.digest = known
-        return known
 
 
 def make_payload(name: str, stream: bytes, buffers: list[Any]) -> Payload:

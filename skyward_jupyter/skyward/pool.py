@@ -288,6 +288,15 @@ class Pool:
         self._collect(cell, futures)
         return cell
 
+    def unsent(self, nodes: list[NodeInstance], push: dict[str, Payload]) -> dict[str, Payload]:
+        """The variables of ``push`` that some of ``nodes`` do not hold yet."""
+        agents = [self.bootstrapper.agents.get(n.instance.id) for n in nodes]
+        return {
+            name: payload
+            for name, payload in push.items()
+            if payload.inline or any(a is None or payload.key not in a.blobs for a in agents)
+        }
+
     def _relay(self) -> fanout.Relay | None:
         """The current cluster's head node as a relay of blobs (None with one node)."""
         record = self.current

@@ -138,25 +138,24 @@ class Configure(Message):
 @_message("put")
 @dataclass(frozen=True, slots=True)
 class Put(Message):
-    """A piece of the blob ``key`` (``size`` bytes in all) from ``offset``; the piece
-    that ends it carries ``digest``, which the node checks before keeping the blob."""
+    """A piece of the blob ``key`` (``size`` bytes in all) from ``offset``: its ``raw``
+    bytes follow the frame on the channel as they are (not pickled, not copied into the
+    frame). Pieces come in order; the last completes the blob."""
 
     key: str
     size: int
     offset: int
-    data: bytes
-    digest: str = ""
+    raw: int
 
 
 @_message("fetch")
 @dataclass(frozen=True, slots=True)
 class Fetch(Message):
     """Fetch blob ``key`` from the cluster's relay at ``host:port`` (over the private
-    network, with the cluster's ``token``), check ``digest``, keep it."""
+    network, with the cluster's ``token``), check it against the relay's sha256, keep it."""
 
     key: str
     size: int
-    digest: str
     host: str
     port: int
     token: str

@@ -1,18 +1,21 @@
 """The node's store of pushed variables: blobs named by their content's hash.
 
 A blob is a file ``~/.skyward/blobs/KEY``, written as its pieces arrive (under a
-temporary name), checked against the sender's digest and only then renamed into place,
-so a name always holds the bytes it names. The supervisor owns the store, so it outlives
+temporary name) and renamed into place once whole and checked, so a name always holds
+the bytes it names. The supervisor owns the store, so it outlives
 a crash of the worker (which maps the files it loads). Memory is the page cache: the
 kernel keeps recently used blobs there and drops them under pressure, the disk holds the
 rest, up to a cap (``SKYWARD_BLOB_CAP`` bytes; else the smaller of 20 GB and half the
 disk's free space at start); past it the least recently used blobs not pinned by a
-queued cell are deleted. Standard library only.
+queued cell are deleted. A blob's sha256 is computed as it arrives (off the critical
+path: the SSH channel is slower), and a node that fetches it from here checks its copy
+against it. Standard library only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -26,6 +29,7 @@ DIGEST = "sha256"
 supervisor has no other)."""
 
 DEFAULT_CAP = 20_000_000_000
+_serials = itertools.count()
 WRITE_CHUNK = 4 << 20
 
 
@@ -53,13 +57,15 @@ def default_cap(folder: str) -> int:
 class _Incoming:
     """A blob being received: its temporary file, how far it got, its running digest."""
 
-    __slots__ = ("digest", "fd", "path", "received", "size")
+    __slots__ = ("digest", "fd", "final", "path", "received", "size", "state")
 
     def __init__(self, path: str, size: int) -> None:
         self.path = path
         self.size = size
         self.received = 0
         self.digest = new_digest()
+        self.state = "open"  # then "kept" or "failed"
+        self.final = ""  # its sha256, once kept
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 
@@ -72,10 +78,13 @@ class BlobStore:
         self.folder = folder
         self.cap = default_cap(folder) if cap is None else cap
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a blob grew, was kept or failed
         self._sizes: dict[str, int] = {}
         self._used: dict[str, float] = {}
         self._incoming: dict[str, _Incoming] = {}
         self._pins: dict[str, int] = {}
+        self._digests: dict[str, str] = {}
+        self._digesting = threading.Lock()
         for name in os.listdir(folder):
             path = os.path.join(folder, name)
             if name.startswith("."):
@@ -118,13 +127,17 @@ class BlobStore:
 
     def write(self, key: str, size: int, offset: int, data: bytes | memoryview) -> None:
         """Add a piece of blob ``key``; pieces come in order from offset 0."""
+        old = None
         with self._lock:
             incoming = self._incoming.get(key)
             if offset == 0:
-                if incoming is not None:
-                    _abandon(incoming)
-                incoming = _Incoming(os.path.join(self.folder, f".{key}.{os.getpid()}"), size)
+                old = incoming
+                name = f".{key}.{os.getpid()}.{next(_serials)}"
+                incoming = _Incoming(os.path.join(self.folder, name), size)
                 self._incoming[key] = incoming
+                self._changed.notify_all()
+        if offset == 0 and old is not None:
+            self._fail(old)
         if incoming is None or offset != incoming.received or offset + len(data) > size:
             self.abandon(key)
             raise BlobError(f"blob {key[:12]}: piece at {offset} out of order")
@@ -136,35 +149,86 @@ class BlobStore:
             self.abandon(key)
             raise BlobError(f"blob {key[:12]}: cannot write it: {exc}") from exc
         incoming.digest.update(data)
-        incoming.received += len(data)
+        with self._lock:
+            incoming.received += len(data)
+            self._changed.notify_all()
 
-    def finish(self, key: str, digest: str) -> None:
-        """The last piece came: check the digest, keep the blob, evict past the cap."""
+    def finish(self, key: str, expected: str = "") -> None:
+        """The last piece came: check its size (and its sha256 against ``expected``, the
+        sender's, when given), keep it, evict past the cap."""
         with self._lock:
             incoming = self._incoming.pop(key, None)
         if incoming is None:
             raise BlobError(f"blob {key[:12]}: nothing was received")
         os.close(incoming.fd)
         if incoming.received != incoming.size:
-            _remove(incoming.path)
+            self._fail(incoming)
             raise BlobError(
                 f"blob {key[:12]}: {incoming.received} of {incoming.size} bytes received"
             )
-        if incoming.digest.hexdigest() != digest:
-            _remove(incoming.path)
-            raise BlobError(f"blob {key[:12]}: its {DIGEST} does not match what was sent")
+        digest = incoming.digest.hexdigest()
+        if expected and digest != expected:
+            self._fail(incoming)
+            raise BlobError(f"blob {key[:12]}: its {DIGEST} does not match the sender's")
         os.replace(incoming.path, self.path(key))
         with self._lock:
             self._sizes[key] = incoming.size
             self._used[key] = time.time()
+            self._digests[key] = incoming.final = digest
+            incoming.state = "kept"
+            self._changed.notify_all()
         self._evict(keep=key)
+
+    def _fail(self, incoming: _Incoming) -> None:
+        _abandon(incoming)
+        with self._lock:
+            incoming.state = "failed"
+            self._changed.notify_all()
+
+    def follow(self, key: str, timeout: float) -> tuple[int, int, _Incoming | None]:
+        """A file descriptor of blob ``key`` to read from, its size, and (while it still
+        arrives) what to ``wait_for``; waits ``timeout`` for it to start arriving, since
+        a fetch can overtake the piece that starts it. ``BlobError`` if it never does."""
+        with self._lock:
+            found = self._changed.wait_for(
+                lambda: key in self._incoming or key in self._sizes, timeout
+            )
+            if not found:
+                raise BlobError(f"no blob {key[:12]} here")
+            incoming = self._incoming.get(key)
+            if incoming is not None:
+                return os.open(incoming.path, os.O_RDONLY), incoming.size, incoming
+            return os.open(self.path(key), os.O_RDONLY), self._sizes[key], None
+
+    def wait_for(self, incoming: _Incoming, beyond: int, timeout: float) -> int:
+        """Bytes of ``incoming`` in its file once more than ``beyond`` are (or all are);
+        ``BlobError`` if it failed or stalled for ``timeout``."""
+        with self._lock:
+            self._changed.wait_for(
+                lambda: incoming.received > beyond or incoming.state != "open", timeout
+            )
+            if incoming.state == "failed":
+                raise BlobError("the blob's transfer failed")
+            if incoming.received <= beyond and incoming.state == "open":
+                raise BlobError("the blob's transfer stalled")
+            return incoming.received
+
+    def final_digest(self, key: str, incoming: _Incoming | None, timeout: float) -> str:
+        """The sha256 of a blob that was followed while arriving, once it is kept."""
+        if incoming is None:
+            return self.digest(key)
+        with self._lock:
+            self._changed.wait_for(lambda: incoming.state != "open", timeout)
+            if incoming.state != "kept":
+                raise BlobError("the blob was not kept")
+            return incoming.final
 
     def abandon(self, key: str) -> None:
         """Forget a partly received blob."""
         with self._lock:
             incoming = self._incoming.pop(key, None)
         if incoming is not None:
-            _abandon(incoming)
+            self._fail(incoming)
 
     def _evict(self, keep: str) -> None:
         with self._lock:
@@ -179,9 +243,25 @@ class BlobStore:
                     continue
                 total -= self._sizes.pop(key)
                 self._used.pop(key, None)
+                self._digests.pop(key, None)
                 doomed.append(key)
         for key in doomed:
             _remove(self.path(key))  # a worker that maps it keeps its pages until it lets go
+
+    def digest(self, key: str) -> str:
+        """The blob's sha256 (read from its file the first time; ``OSError`` if gone)."""
+        with self._digesting:
+            with self._lock:
+                known = self._digests.get(key)
+            if known:
+                return known
+            digest = new_digest()
+            with open(self.path(key), "rb") as handle:
+                while chunk := handle.read(WRITE_CHUNK):
+                    digest.update(chunk)
+            with self._lock:
+                self._digests[key] = known = digest.hexdigest()
+            return known
 
     def size(self, key: str) -> int | None:
         with self._lock:

@@ -4,15 +4,19 @@ The kernel sends a blob once, to the head node; the head serves it (``RelayServe
 every other node fetches it from there (``fetch``) in parallel, so the kernel's uplink,
 the scarce link, carries it once. Only the cluster can fetch: a request shows the
 cluster's token, which the kernel handed to each node over SSH. What arrives is checked
-against the digest the kernel gave before it is kept. Standard library only.
+against the head's sha256 of its copy before it is kept (the kernel-to-head leg is
+checked by SSH's own MAC). Standard library only.
 
-A request is one line, ``SKYWARD-BLOB TOKEN KEY``; the answer is ``OK SIZE`` and the
-blob's bytes (sent with ``sendfile``), or ``NO why``.
+A request is one line, ``SKYWARD-BLOB TOKEN KEY``; the answer is ``OK SIZE``, the blob's
+bytes (with ``sendfile``) and a line with its sha256, or ``NO why``. A blob still arriving
+at the head is relayed as it arrives (so the fan-out costs little more than the upload),
+and its sha256 follows once the head has all of it.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import socket
 import threading
 
@@ -23,6 +27,7 @@ __all__ = ["RelayServer", "fetch"]
 
 MAGIC = b"SKYWARD-BLOB"
 RECEIVE = 4 << 20  # bytes per receive into the store
+WAIT = 30.0  # seconds the relay waits for a blob to start, or go on, arriving
 
 
 class RelayServer:
@@ -55,14 +60,27 @@ class RelayServer:
                 conn.sendall(b"NO wrong token\n")
                 return
             key = request[2].decode("ascii", "replace")
-            size = self.store.size(key)
-            if size is None or not key.isalnum():
-                conn.sendall(b"NO no such blob\n")
+            if not key.isalnum():
                 return
-            with open(self.store.path(key), "rb") as handle:
+            try:
+                fd, size, incoming = self.store.follow(key, WAIT)
+            except BlobError as exc:
+                conn.sendall(b"NO %s\n" % str(exc).encode())
+                return
+            try:
                 conn.sendall(b"OK %d\n" % size)
                 conn.settimeout(None)
-                conn.sendfile(handle)
+                sent = 0
+                while sent < size:
+                    ready = size if incoming is None else self.store.wait_for(incoming, sent, WAIT)
+                    while sent < ready:
+                        sent += os.sendfile(conn.fileno(), fd, sent, ready - sent)
+                digest = self.store.final_digest(key, incoming, WAIT)
+                conn.sendall(digest.encode() + b"\n")
+            finally:
+                os.close(fd)
+        except BlobError as exc:
+            log(f"relay: blob {request[2][:12]!r} not served: {exc}")
         except OSError as exc:
             log(f"relay: serving a blob failed: {exc!r}")
         finally:
@@ -76,7 +94,6 @@ def fetch(
     store: BlobStore,
     key: str,
     size: int,
-    digest: str,
     host: str,
     port: int,
     token: str,
@@ -106,7 +123,7 @@ def fetch(
                 raise BlobError(f"the head node closed at {offset} of {size} bytes")
             store.write(key, size, offset, view[:got])
             offset += got
-        store.finish(key, digest)
+        store.finish(key, _read_line(conn).decode("ascii", "replace"))
     except (OSError, ValueError) as exc:
         store.abandon(key)
         raise BlobError(f"fetching blob {key[:12]} from {host}:{port} failed: {exc}") from exc

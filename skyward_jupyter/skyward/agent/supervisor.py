@@ -188,14 +188,30 @@ class Supervisor:
 
     def _read_loop(self, conn: socket.socket) -> None:
         decoder = wire.FrameDecoder(plain=True)
+        piece: protocol.Put | None = None  # a blob piece whose raw bytes are arriving
+        received = 0
         try:
             while True:
                 data = conn.recv(1 << 20)
                 if not data:
                     break
                 self.last_contact = time.monotonic()
-                for frame in decoder.feed(data):
-                    self._handle(conn, protocol.decode(frame))
+                while data:
+                    if piece is not None:
+                        take = memoryview(data)[: piece.raw - received]
+                        self._put(piece, received, take)
+                        received += len(take)
+                        data = data[len(take) :] if len(take) < len(data) else b""
+                        if received == piece.raw:
+                            piece = None
+                        continue
+                    frames, data = decoder.feed_until_raw(data)
+                    for frame in frames:
+                        message = protocol.decode(frame)
+                        if isinstance(message, protocol.Put):
+                            piece, received = message, 0
+                        else:
+                            self._handle(conn, message)
         except Exception as exc:  # a bad client must not take the agent down
             log(f"client connection ended: {exc!r}")
         finally:
@@ -245,8 +261,6 @@ class Supervisor:
                 self._configure = message
                 if worker is not None:
                     worker.send(message)
-            case protocol.Put():
-                self._put(message)
             case protocol.Fetch():
                 threading.Thread(target=self._fetch, args=(message,), daemon=True).start()
             case protocol.Serve(host=host, token=token):
@@ -280,14 +294,15 @@ class Supervisor:
             push[name] = {**ref, "path": self.blobs.path(ref["key"])}
         return dataclasses.replace(run, push=push)
 
-    def _put(self, piece: protocol.Put) -> None:
+    def _put(self, piece: protocol.Put, at: int, data: memoryview) -> None:
+        """Raw bytes of a blob piece (``at`` bytes into it) went by on the channel."""
         assert self.blobs is not None
         key = piece.key
         try:
-            self.blobs.write(key, piece.size, piece.offset, piece.data)
-            if piece.offset + len(piece.data) < piece.size:
+            self.blobs.write(key, piece.size, piece.offset + at, data)
+            if piece.offset + at + len(data) < piece.size:
                 return
-            self.blobs.finish(key, piece.digest)
+            self.blobs.finish(key)
         except (BlobError, OSError) as exc:
             self._emit(protocol.Stored(key, False, str(exc)))
             return
@@ -302,7 +317,6 @@ class Supervisor:
                     self.blobs,
                     key,
                     request.size,
-                    request.digest,
                     request.host,
                     request.port,
                     request.token,

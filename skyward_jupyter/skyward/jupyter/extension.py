@@ -282,9 +282,10 @@ async def _run(args: Any, code: str, line: str) -> None:
     shell = _state["shell"]
     namespace = shell.user_ns if shell is not None else {}
     push = await pickle_push(select_push(code, namespace, forced, automatic=not args.no_push))
-    size = sum(payload.size for payload in push.values())
+    unsent = p.unsent(nodes, push)  # what the nodes do not hold yet (by content)
+    size = sum(payload.size for payload in unsent.values())
     if size > LARGE_PUSH:
-        sizes = ", ".join(f"{k}: {describe_size(v.size)}" for k, v in push.items())
+        sizes = ", ".join(f"{k}: {describe_size(v.size)}" for k, v in unsent.items())
         print(
             f"skyward: sending {describe_size(size)} of variables to {len(nodes)} node(s) "
             f"({sizes})",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -277,27 +276,20 @@ class AgentClient:
     async def put(self, payload: Payload) -> None:
         """Send ``payload``'s blob to the node, piece by piece (each waits until the
         channel has room, so a blob never sits whole in a buffer); return once the node
-        has checked and kept it. Its sha256 is computed beside the sending."""
-        digest = asyncio.ensure_future(asyncio.to_thread(payload.ensure_digest))
-        try:
-            pieces = payload.pieces(PUT_PIECE)
-            future = self._awaiting_stored(payload.key)
-            for i, (offset, piece) in enumerate(pieces):
-                last = i == len(pieces) - 1
-                check = await digest if last else ""
-                data = pickle.PickleBuffer(piece)  # pickled in place, not copied first
-                self._send(protocol.Put(payload.key, payload.size, offset, data, check))  # type: ignore[arg-type]
-                await self._writer.drain()
-        finally:
-            digest.cancel()
+        has kept it."""
+        future = self._awaiting_stored(payload.key)
+        for offset, piece in payload.pieces(PUT_PIECE):
+            self._send(protocol.Put(payload.key, payload.size, offset, len(piece)))
+            self._writer.write(piece)  # raw, after its frame
+            self.bytes_sent += len(piece)
+            await self._writer.drain()
         await self._stored_answer(future, f"blob {payload.key[:12]}")
 
     async def fetch(self, payload: Payload, host: str, port: int, token: str) -> None:
         """Have the node fetch ``payload`` from the relay at ``host:port``; ``AgentError``
         with the node's reason if it cannot."""
-        digest = await asyncio.to_thread(payload.ensure_digest)
         future = self._awaiting_stored(payload.key)
-        self._send(protocol.Fetch(payload.key, payload.size, digest, host, port, token))
+        self._send(protocol.Fetch(payload.key, payload.size, host, port, token))
         await self._stored_answer(future, f"fetching blob {payload.key[:12]}")
 
     async def serve(self, host: str, token: str) -> tuple[str, int]:

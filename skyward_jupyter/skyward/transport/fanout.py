@@ -2,7 +2,8 @@
 
 A node that already holds a blob (by key) is sent nothing. When several nodes need a
 blob, the kernel sends it to the head node only, which serves it on the cluster's private
-network; the others fetch it from there in parallel and check its digest. A node that
+network as it arrives; the others fetch it from there in parallel and check its sha256
+against the head's. A node that
 cannot reach the head is found out by that fetch (a connect timeout of
 ``REACH_TIMEOUT``): it gets the blob straight from the kernel, now and for the rest of
 its life (``AgentClient.reaches_head``).
@@ -62,18 +63,25 @@ async def deliver(
 
 
 async def _through_head(relay: Relay, payload: Payload, others: list[AgentClient]) -> list:
-    """Send to the head, have ``others`` fetch from it; those that could not."""
+    """Send to the head while ``others`` fetch from it (the head relays what it has as it
+    arrives); return those that could not fetch."""
     head = relay.head
-    if payload.key not in head.blobs:
-        await head.put(payload)
     try:
         host, port = await head.serve(relay.host, relay.token)
     except AgentError as exc:
         log.warning("skyward: the head node cannot relay (%s); sending to each node", exc)
+        if payload.key not in head.blobs:
+            await head.put(payload)
         return others
-    results = await asyncio.gather(
-        *(a.fetch(payload, host, port, relay.token) for a in others), return_exceptions=True
-    )
+    sending = None if payload.key in head.blobs else asyncio.ensure_future(head.put(payload))
+    fetches = [asyncio.ensure_future(a.fetch(payload, host, port, relay.token)) for a in others]
+    try:
+        if sending is not None:
+            await sending  # if the head cannot take it, no fetch can succeed either
+        results = await asyncio.gather(*fetches, return_exceptions=True)
+    finally:
+        for task in fetches:
+            task.cancel()
     failed = []
     for agent, result in zip(others, results, strict=True):
         if isinstance(result, BaseException):
