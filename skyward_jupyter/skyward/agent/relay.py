@@ -39,6 +39,7 @@ class RelayServer:
         self.host = host
         self._listener = socket.create_server((host, 0), backlog=64)
         self.port: int = self._listener.getsockname()[1]
+        self._closed = False
         threading.Thread(target=self._accept_loop, name="skyward-relay", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -46,7 +47,8 @@ class RelayServer:
             try:
                 conn, _ = self._listener.accept()
             except OSError as exc:
-                log(f"relay: accept failed: {exc!r}")
+                if not self._closed:
+                    log(f"relay: accept failed: {exc!r}")
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -87,6 +89,7 @@ class RelayServer:
             close(conn)
 
     def close(self) -> None:
+        self._closed = True
         close(self._listener)
 
 

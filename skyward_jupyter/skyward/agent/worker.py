@@ -26,6 +26,8 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from itertools import groupby
+from operator import itemgetter
 from queue import SimpleQueue
 from typing import Any
 
@@ -36,6 +38,7 @@ from .streams import Writer, child_streams
 __all__ = ["Worker", "main"]
 
 FLUSH_INTERVAL = 0.01  # seconds between two sends of what the cell printed
+_name, _text = itemgetter(0), itemgetter(1)
 
 
 def _plain(value: Any) -> Any:
@@ -106,7 +109,10 @@ class Worker:
             items = chunks[:n]
             del chunks[:n]
             if items:
-                self._write(wire.encode(protocol.encode(protocol.Stream(items))))
+                # print() writes its text and its newline apart: one string per run of
+                # a stream, not two tuples per line, is what crosses the pipe
+                joined = [(name, "".join(map(_text, run))) for name, run in groupby(items, _name)]
+                self._write(wire.encode(protocol.encode(protocol.Stream(joined))))
         if self._points:
             points, self._points = self._points, []
             self._write(wire.encode(protocol.encode(protocol.Metrics(points))))
