@@ -12,6 +12,10 @@ import ast
 import asyncio
 import builtins
 import inspect
+import io
+import sys
+from collections import ChainMap
+from functools import cache
 from typing import Any
 
 import cloudpickle
@@ -126,7 +130,7 @@ async def pickle_push(values: dict[str, Any]) -> dict[str, Payload]:
     for name, value in values.items():
         buffers: list[Any] = []
         try:
-            stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            stream = _dumps(value, buffers.append)
         except Exception as exc:
             raise PushError(
                 f"cannot send variable '{name}' ({type(value).__name__}) to the nodes: "
@@ -141,6 +145,40 @@ async def pickle_push(values: dict[str, Any]) -> dict[str, Payload]:
         else:
             parts[name] = make_payload(name, stream, buffers)
     return parts
+
+
+def _dumps(value: Any, buffer_callback: Any) -> bytes:
+    """cloudpickle with protocol 5, large buffers out of band (torch tensors too)."""
+    file = io.BytesIO()
+    torch = sys.modules.get("torch")
+    kind = cloudpickle.Pickler if torch is None else _tensor_pickler(torch.Tensor)
+    kind(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return file.getvalue()
+
+
+@cache
+def _tensor_pickler(tensor: type) -> type:
+    """cloudpickle's pickler that reduces tensors with ``_reduce_tensor`` (the pickler
+    reads its dispatch table when made, so it is a class attribute)."""
+    table = ChainMap({tensor: _reduce_tensor}, cloudpickle.Pickler.dispatch_table)
+    return type("TensorPickler", (cloudpickle.Pickler,), {"dispatch_table": table})
+
+
+def _reduce_tensor(tensor: Any) -> Any:
+    """A plain CPU tensor as ``torch.from_numpy(array)``: its memory then travels out of
+    band (torch's own pickling copies it into the stream). Others pickle as torch does."""
+    try:
+        if (
+            tensor.device.type == "cpu"
+            and not tensor.requires_grad
+            and tensor.layout is sys.modules["torch"].strided
+            and not tensor.is_quantized
+            and tensor.is_contiguous()
+        ):
+            return sys.modules["torch"].from_numpy, (tensor.numpy(),)
+    except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16), a subclass
+        pass
+    return tensor.__reduce_ex__(5)
 
 
 def describe_size(size: int) -> str:
