@@ -127,6 +127,8 @@ class BlobStore:
 
     def write(self, key: str, size: int, offset: int, data: bytes | memoryview) -> None:
         """Add a piece of blob ``key``; pieces come in order from offset 0."""
+        if not key.isalnum() or not key.isascii():
+            raise BlobError(f"{key[:20]!r} is not a blob key")
         old = None
         with self._lock:
             incoming = self._incoming.get(key)

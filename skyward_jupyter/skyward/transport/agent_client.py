@@ -174,7 +174,15 @@ class AgentClient:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
+        # blob answers may have no waiter left: fail them without an "exception never
+        # retrieved" complaint
+        for waiter in [*self._stored.values(), self._serving]:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()
         self._pending.clear()
+        self._stored.clear()
+        self._serving = None
 
     def _handle(self, frame: dict[str, Any]) -> None:
         seq = frame.pop("seq", None)
