@@ -129,3 +129,15 @@ def test_a_node_that_cannot_reach_the_head_gets_the_data_from_the_kernel(k):
     sent, values = pushed(k, "float(xc[0])")
     assert values == {n: "5.0" for n in range(4)}
     assert sent[3] > 100 * MB and sent[1] < 1 * MB, sent
+
+
+def test_what_a_node_received_outlives_a_crash_of_its_worker(k):
+    ok(k, f"xw = {ARRAY.format(seed=9)}")
+    first, _ = pushed(k, "float(xw[1])", "1")
+    assert first[1] > 100 * MB, first
+    crashed = k.execute("%%skyward run --on 1 --no-push\nimport os; os._exit(3)", timeout=60)
+    assert not crashed.ok and "RemoteCrash" in crashed.text()
+    # the fresh worker has no variables, but the supervisor kept the blob: only the key goes
+    again, values = pushed(k, "float(xw[1])", "1")
+    assert again[1] < 1 * MB, again
+    assert values == {1: repr(value(k, "float(xw[1])"))}
