@@ -2,8 +2,8 @@
 
 For 1 and 4 nodes (container provider) and engines (ipyparallel, local): the latency of
 an empty cell, a cell printing 100,000 lines per node, a tqdm loop of 20,000 iterations,
-and sending a 100 MB numpy array. Both run in the same kernel, interleaved where it
-matters, so they see the same machine.
+and sending a 100 MB numpy array (then the same cell again, the array unchanged). Both
+run in the same kernel, interleaved where it matters, so they see the same machine.
 
     .venv/bin/python benchmarks/remote_cells.py [--rounds 50] [--nodes 1 4]
 """
@@ -127,6 +127,8 @@ def main() -> None:
             print(f"push 100 MB     %%px          {wall:6.2f} s (dview.push, block=True)")
             wall, _, _ = k.run("%%skyward run\narr.nbytes", timeout=600)
             print(f"push 100 MB     skyward run   {wall:6.2f} s (pushed with the cell)")
+            again, _, _ = k.run("%%skyward run\narr.nbytes", timeout=600)
+            print(f"push unchanged  skyward run   {again:6.2f} s ({again / wall:.1%} of the first)")
             k.run("del arr\nawait cluster.stop_cluster()\n%skyward down", timeout=120)
     finally:
         k.close()

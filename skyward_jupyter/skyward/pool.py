@@ -41,7 +41,9 @@ from .events import (
     ShutdownRequested,
 )
 from .model import Cluster, ClusterSpec, Instance, Offer
+from .payload import Payload
 from .protocol import Run
+from .transport import fanout
 from .transport.agent_client import Answer
 from .transport.bootstrap import Bootstrapper
 from .transport.keys import data_dir, forget_cluster_keys, generate_host_key, make_cluster_keys
@@ -114,6 +116,7 @@ class Pool:
         self._secrets: dict[str, dict[str, str]] = {}  # --env values, by cluster
         self.colors = ""
         """The kernel's IPython traceback colours, for the nodes' tracebacks."""
+        self._relay_tokens: dict[str, str] = {}
 
     # -- up -----------------------------------------------------------------------------
 
@@ -231,7 +234,7 @@ class Pool:
         self,
         cell: CellRun,
         code: str,
-        push: dict[str, bytes] | None = None,
+        push: dict[str, Payload] | None = None,
         pull: list[str] | None = None,
         timeout: float | None = None,
         second_interrupt: Callable[[], Awaitable[None]] | None = None,
@@ -251,8 +254,9 @@ class Pool:
         if watch is not None:
             watch.touch()
         try:
-            run = Run("", code, count, push, tuple(pull or ()), max_output)
-            return await self._run(cell, run, timeout, second_interrupt)
+            payloads = list((push or {}).values())
+            run = Run("", code, count, fanout.run_push(push or {}), tuple(pull or ()), max_output)
+            return await self._run(cell, run, payloads, timeout, second_interrupt)
         finally:
             self.running_cells -= 1
             if watch is not None:
@@ -262,10 +266,15 @@ class Pool:
         self,
         cell: CellRun,
         run: Run,
+        payloads: list[Payload],
         timeout: float | None,
         second_interrupt: Callable[[], Awaitable[None]] | None,
     ) -> CellRun:
         agents = self.bootstrapper.agents
+        if any(not p.inline for p in payloads):
+            targets = [agents[n.instance.id] for n in cell.nodes if n.instance.id in agents]
+            connected = [a for a in targets if a.connected]
+            await fanout.deliver(connected, payloads, self._relay())
         futures: dict[int, asyncio.Future[Answer]] = {}
         for node in cell.nodes:
             agent = agents.get(node.instance.id)
@@ -277,7 +286,9 @@ class Pool:
                 futures[node.node] = missing
                 continue
             task = replace(run, task=cell.task_ids[node.node])
-            futures[node.node] = asyncio.ensure_future(agent.execute(task, cell.name))
+            futures[node.node] = asyncio.ensure_future(
+                fanout.execute(agent, task, payloads, cell.name)
+            )
         try:
             _, pending = await asyncio.wait(futures.values(), timeout=timeout)
             if pending:
@@ -289,6 +300,30 @@ class Pool:
             raise
         self._collect(cell, futures)
         return cell
+
+    def unsent(self, nodes: list[NodeInstance], push: dict[str, Payload]) -> dict[str, Payload]:
+        """The variables of ``push`` that some of ``nodes`` do not hold yet."""
+        agents = [self.bootstrapper.agents.get(n.instance.id) for n in nodes]
+        return {
+            name: payload
+            for name, payload in push.items()
+            if payload.inline or any(a is None or payload.key not in a.blobs for a in agents)
+        }
+
+    def _relay(self) -> fanout.Relay | None:
+        """The current cluster's head node as a relay of blobs (None with one node)."""
+        record = self.current
+        if record is None:
+            return None
+        nodes = record.node_instances()
+        if len(nodes) < 2:
+            return None
+        head = self.bootstrapper.agents.get(nodes[0].instance.id)
+        if head is None or not head.connected:
+            return None
+        token = self._relay_tokens.setdefault(record.id, secrets.token_hex(16))
+        instance = nodes[0].instance
+        return fanout.Relay(head, instance.private_ip or instance.ip, token)
 
     async def _stop(
         self,

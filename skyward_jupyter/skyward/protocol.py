@@ -29,14 +29,20 @@ __all__ = [
     "Lines",
     "Message",
     "Metrics",
+    "Missing",
     "Ping",
     "Pong",
     "ProtocolError",
     "Refresh",
+    "Put",
+    "Fetch",
     "Result",
     "Run",
+    "Serve",
+    "Serving",
     "Shutdown",
     "Started",
+    "Stored",
     "Stream",
     "WorkerReady",
     "Bye",
@@ -89,14 +95,16 @@ class Hello(Message):
 @dataclass(frozen=True, slots=True)
 class Run(Message):
     """Run a cell. ``count`` is the kernel's execution count (``In[count]`` on the node
-    too); ``push`` maps names to cloudpickles put in the namespace first; ``pull`` names
-    variables sent back pickled in ``Done.pulled``; output past ``max_output`` characters
-    is cut."""
+    too); ``push`` maps names to what is put in the namespace first: a small variable's
+    cloudpickle inline, a large one as a reference to a stored blob (``{"key": k,
+    "parts": [[offset, length], ...]}``: the pickle stream, then its out-of-band buffers);
+    ``pull`` names variables sent back pickled in ``Done.pulled``; output past
+    ``max_output`` characters is cut."""
 
     task: str
     code: str
     count: int = 0
-    push: dict[str, bytes] | None = None
+    push: dict[str, Any] | None = None
     pull: tuple[str, ...] = ()
     max_output: int = 10_000_000
 
@@ -138,6 +146,43 @@ class Refresh(Message):
 
     cwd: str = ""
     changed: tuple[str, ...] = ()
+
+
+@_message("put")
+@dataclass(frozen=True, slots=True)
+class Put(Message):
+    """A piece of the blob ``key`` (``size`` bytes in all) from ``offset``: its ``raw``
+    bytes follow the frame on the channel as they are (not pickled, not copied into the
+    frame). Pieces come in order; the last completes the blob."""
+
+    key: str
+    size: int
+    offset: int
+    raw: int
+
+
+@_message("fetch")
+@dataclass(frozen=True, slots=True)
+class Fetch(Message):
+    """Fetch blob ``key`` from the cluster's relay at ``host:port`` (over the private
+    network, with the cluster's ``token``), check it against the relay's sha256, keep it."""
+
+    key: str
+    size: int
+    host: str
+    port: int
+    token: str
+    timeout: float = 2.0
+
+
+@_message("serve")
+@dataclass(frozen=True, slots=True)
+class Serve(Message):
+    """Serve this node's blobs to the cluster: listen on ``host`` for fetches that show
+    ``token``."""
+
+    host: str
+    token: str
 
 
 @_message("ping")
@@ -315,6 +360,36 @@ class Crash(Message):
     detail: str = ""
     stderr_tail: str = ""
     restarted: bool = True
+
+
+@_message("stored")
+@dataclass(frozen=True, slots=True)
+class Stored(Message):
+    """The node keeps blob ``key`` (``ok``), or why it could not (``error``)."""
+
+    key: str
+    ok: bool
+    error: str = ""
+
+
+@_message("missing")
+@dataclass(frozen=True, slots=True)
+class Missing(Message):
+    """Cell ``task`` was not started: the node lacks these blobs (send them, then the
+    cell again)."""
+
+    task: str
+    keys: list[str]
+
+
+@_message("serving")
+@dataclass(frozen=True, slots=True)
+class Serving(Message):
+    """The relay listens at ``host:port`` (``port`` 0 and ``error``: it could not)."""
+
+    host: str
+    port: int
+    error: str = ""
 
 
 @_message("pong")

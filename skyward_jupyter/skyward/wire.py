@@ -60,8 +60,23 @@ class FrameDecoder:
     def __init__(self, plain: bool = True) -> None:
         self._buffer = bytearray()
         self._plain = plain
+        self._stop_at_raw = False
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed_until_raw(self, data: bytes | memoryview) -> tuple[list[dict[str, Any]], bytes]:
+        """Like ``feed``, but stop after a frame that announces ``raw`` bytes after it;
+        return the frames and the bytes received past that frame (the raw bytes first,
+        for the caller to consume, then whatever follows them, to feed again)."""
+        self._stop_at_raw = True
+        try:
+            frames = self.feed(data)
+        finally:
+            self._stop_at_raw = False
+        if frames and frames[-1].get("raw"):
+            rest, self._buffer = bytes(self._buffer), bytearray()
+            return frames, rest
+        return frames, b""
+
+    def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
         """Add received bytes; return the frames they complete, in order."""
         self._buffer += data
         frames: list[dict[str, Any]] = []
@@ -77,7 +92,10 @@ class FrameDecoder:
             body = bytes(buf[start + HEADER.size : end])
             start = end
             try:
-                frames.append(decode_plain(body) if self._plain else pickle.loads(body))
+                frame = decode_plain(body) if self._plain else pickle.loads(body)
+                frames.append(frame)
+                if self._stop_at_raw and frame.get("raw"):
+                    break
             except Exception as exc:
                 # Drop the bad frame (it is consumed) and report it; the caller decides
                 # whether the stream is still worth reading.

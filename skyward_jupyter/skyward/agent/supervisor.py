@@ -26,8 +26,10 @@ from collections import deque
 from .. import protocol, wire
 from ..lines import LineSink
 from ..protocol import Crash, Done, Lines, Message, Started
+from .blobs import BlobError, BlobStore
 from .outbox import Outbox, close, log
 from .process import WorkerProcess, describe_exit
+from .relay import RelayServer, fetch
 from .sampler import Sampler
 
 __all__ = ["Supervisor", "main"]
@@ -76,6 +78,9 @@ class Supervisor:
         self._points: list[tuple[str, float, float]] = []
         self._quick_deaths = 0
         self._stopping = False
+        self.blobs: BlobStore | None = None
+        self._relay: RelayServer | None = None
+        self._pinned: dict[str, list[str]] = {}  # blobs a queued cell will load
 
     # -- start and stop
 
@@ -84,6 +89,7 @@ class Supervisor:
         self._listener = _bind(self.socket_path)
         self._inode = os.stat(self.socket_path).st_ino
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
+        self.blobs = BlobStore(os.path.join(os.path.expanduser("~"), ".skyward", "blobs"))
         self._start_worker()
         Sampler(self._record_metric).start()
         loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
@@ -185,14 +191,30 @@ class Supervisor:
 
     def _read_loop(self, conn: socket.socket) -> None:
         decoder = wire.FrameDecoder(plain=True)
+        piece: protocol.Put | None = None  # a blob piece whose raw bytes are arriving
+        received = 0
         try:
             while True:
                 data = conn.recv(1 << 20)
                 if not data:
                     break
                 self.last_contact = time.monotonic()
-                for frame in decoder.feed(data):
-                    self._handle(conn, protocol.decode(frame))
+                while data:
+                    if piece is not None:
+                        take = memoryview(data)[: piece.raw - received]
+                        self._put(piece, received, take)
+                        received += len(take)
+                        data = data[len(take) :] if len(take) < len(data) else b""
+                        if received == piece.raw:
+                            piece = None
+                        continue
+                    frames, data = decoder.feed_until_raw(data)
+                    for frame in frames:
+                        message = protocol.decode(frame)
+                        if isinstance(message, protocol.Put):
+                            piece, received = message, 0
+                        else:
+                            self._handle(conn, message)
         except Exception as exc:  # a bad client must not take the agent down
             log(f"client connection ended: {exc!r}")
         finally:
@@ -206,10 +228,15 @@ class Supervisor:
         worker = self.worker
         match message:
             case protocol.Run(task=task, max_output=budget):
+                message = self._resolve_push(message)
+                if message is None:
+                    return
                 self._budgets[task] = budget
                 self._sent.append(task)
                 if worker is None or not worker.send(message):
                     self._sent.remove(task)
+                    if self.blobs is not None:
+                        self.blobs.unpin(self._pinned.pop(task, []))
                     why = self.worker_state if worker is None else "the worker is gone"
                     self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
                 else:
@@ -244,12 +271,85 @@ class Supervisor:
                 self._refresh = dataclasses.replace(message, changed=())
                 if worker is not None:
                     worker.send(message)
+            case protocol.Fetch():
+                threading.Thread(target=self._fetch, args=(message,), daemon=True).start()
+            case protocol.Serve(host=host, token=token):
+                self._serve(host, token)
             case protocol.Ping(id=ident):
                 self.outbox.emit(protocol.encode(protocol.Pong(ident, time.time())))
             case protocol.Shutdown():
                 self._shutdown()
             case _:
                 log(f"unexpected {message.kind!r} from the kernel ignored")
+
+    # -- blobs
+
+    def _resolve_push(self, run: protocol.Run) -> protocol.Run | None:
+        """The cell with its blob references resolved to files, pinned until it ends;
+        None (and ``Missing`` sent) when the store lacks some: the kernel sends them."""
+        if not run.push or self.blobs is None:
+            return run
+        refs = {name: ref for name, ref in run.push.items() if isinstance(ref, dict)}
+        if not refs:
+            return run
+        keys = [ref["key"] for ref in refs.values()]
+        missing = self.blobs.missing(keys)
+        if missing:
+            self._emit(protocol.Missing(run.task, missing))
+            return None
+        self.blobs.pin(keys)
+        self._pinned[run.task] = keys
+        push = dict(run.push)
+        for name, ref in refs.items():
+            push[name] = {**ref, "path": self.blobs.path(ref["key"])}
+        return dataclasses.replace(run, push=push)
+
+    def _put(self, piece: protocol.Put, at: int, data: memoryview) -> None:
+        """Raw bytes of a blob piece (``at`` bytes into it) went by on the channel."""
+        assert self.blobs is not None
+        key = piece.key
+        try:
+            self.blobs.write(key, piece.size, piece.offset + at, data)
+            if piece.offset + at + len(data) < piece.size:
+                return
+            self.blobs.finish(key)
+        except (BlobError, OSError) as exc:
+            self._emit(protocol.Stored(key, False, str(exc)))
+            return
+        self._emit(protocol.Stored(key, True))
+
+    def _fetch(self, request: protocol.Fetch) -> None:
+        assert self.blobs is not None
+        key = request.key
+        if not self.blobs.has(key):
+            try:
+                fetch(
+                    self.blobs,
+                    key,
+                    request.size,
+                    request.host,
+                    request.port,
+                    request.token,
+                    request.timeout,
+                )
+            except (BlobError, OSError) as exc:
+                self._emit(protocol.Stored(key, False, str(exc)))
+                return
+        self._emit(protocol.Stored(key, True))
+
+    def _serve(self, host: str, token: str) -> None:
+        assert self.blobs is not None
+        relay = self._relay
+        if relay is None or relay.host != host or relay.token != token.encode():
+            if relay is not None:
+                relay.close()
+            try:
+                relay = self._relay = RelayServer(self.blobs, host, token)
+            except OSError as exc:
+                self._relay = None
+                self._emit(protocol.Serving(host, 0, f"cannot listen on {host}: {exc}"))
+                return
+        self._emit(protocol.Serving(host, relay.port))
 
     # -- what the worker says
 
@@ -307,6 +407,9 @@ class Supervisor:
     def _close_cell(self, task: str | None) -> None:
         if task in self._sent:
             self._sent.remove(task)
+        pinned = self._pinned.pop(task, None) if task is not None else None
+        if pinned and self.blobs is not None:
+            self.blobs.unpin(pinned)
         self._last_task = task
         self.task = None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import builtins
+import mmap
 import os
 import signal
 import sys
@@ -25,6 +26,8 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from itertools import groupby
+from operator import itemgetter
 from queue import SimpleQueue
 from typing import Any
 
@@ -36,6 +39,7 @@ from .streams import Writer, child_streams
 __all__ = ["Worker", "main"]
 
 FLUSH_INTERVAL = 0.01  # seconds between two sends of what the cell printed
+_name, _text = itemgetter(0), itemgetter(1)
 
 
 def _plain(value: Any) -> Any:
@@ -114,7 +118,10 @@ class Worker:
             items = chunks[:n]
             del chunks[:n]
             if items:
-                parts.append(wire.encode(protocol.encode(protocol.Stream(items))))
+                # print() writes its text and its newline apart: one string per run of
+                # a stream, not two tuples per line, is what crosses the pipe
+                joined = [(name, "".join(map(_text, run))) for name, run in groupby(items, _name)]
+                parts.append(wire.encode(protocol.encode(protocol.Stream(joined))))
         if self._points:
             points, self._points = self._points, []
             parts.append(wire.encode(protocol.encode(protocol.Metrics(points))))
@@ -319,13 +326,17 @@ class Worker:
             pass
         return ErrorInfo(name, evalue, list(stb), frames, kind.__module__, builtin, pickled)
 
-    def _load_push(self, push: dict[str, bytes]) -> ErrorInfo | None:
+    def _load_push(self, push: dict[str, Any]) -> ErrorInfo | None:
         import cloudpickle
 
         namespace = self.shell.user_ns
         for name, blob in push.items():
             try:
-                namespace[name] = cloudpickle.loads(blob)
+                namespace[name] = (
+                    load_blob(blob["path"], blob["parts"])
+                    if isinstance(blob, dict)
+                    else cloudpickle.loads(blob)
+                )
             except BaseException as exc:
                 info = self._describe(exc)
                 text = f"could not load variable '{name}' sent from the kernel: {exc}"
@@ -365,6 +376,23 @@ class Worker:
 
 _IPYTHON_DIR = ""
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_blob(path: str, parts: list[list[int]]) -> Any:
+    """A pushed variable from its blob: the pickle stream, its buffers read in place.
+
+    The file is mapped copy-on-write: arrays are backed by the page cache (no copy, no
+    second read of the bytes) and stay writable; a write copies only the pages it
+    touches, and never reaches the stored blob.
+    """
+    import pickle
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        mapped = mmap.mmap(handle.fileno(), size, flags=mmap.MAP_PRIVATE) if size else bytearray()
+    view = memoryview(mapped)
+    (start, length), buffers = parts[0], parts[1:]
+    return pickle.loads(view[start : start + length], buffers=[view[o : o + n] for o, n in buffers])
 
 
 def _flush_c_streams() -> None:

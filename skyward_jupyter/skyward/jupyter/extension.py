@@ -303,10 +303,11 @@ async def _run(args: Any, code: str, line: str) -> None:
     budget = options.parse_size("--max-output", args.max_output)
     shell = _state["shell"]
     namespace = shell.user_ns if shell is not None else {}
-    push = pickle_push(select_push(code, namespace, forced, automatic=not args.no_push))
-    size = sum(len(blob) for blob in push.values())
+    push = await pickle_push(select_push(code, namespace, forced, automatic=not args.no_push))
+    unsent = p.unsent(nodes, push)  # what the nodes do not hold yet (by content)
+    size = sum(payload.size for payload in unsent.values())
     if size > LARGE_PUSH:
-        sizes = ", ".join(f"{k}: {describe_size(len(v))}" for k, v in push.items())
+        sizes = ", ".join(f"{k}: {describe_size(v.size)}" for k, v in unsent.items())
         print(
             f"skyward: sending {describe_size(size)} of variables to {len(nodes)} node(s) "
             f"({sizes})",

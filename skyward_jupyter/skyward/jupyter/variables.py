@@ -9,13 +9,19 @@ Modules, IPython's own names and private names stay home.
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import inspect
+import io
+import sys
+from collections import ChainMap
+from functools import cache
 from typing import Any
 
 import cloudpickle
 
 from ..errors import SkywardError
+from ..payload import INLINE, Payload, make_payload
 
 __all__ = ["PushError", "free_names", "pickle_push", "select_push"]
 
@@ -116,20 +122,63 @@ def select_push(
     return chosen
 
 
-def pickle_push(values: dict[str, Any]) -> dict[str, bytes]:
+async def pickle_push(values: dict[str, Any]) -> dict[str, Payload]:
     """Each variable pickled on its own (so a failure names it, and nothing is pickled
-    twice). A variable that cannot be pickled fails here, before anything runs."""
-    parts: dict[str, bytes] = {}
+    twice), with protocol 5 and its large buffers out of band, then hashed (off the loop
+    when large). A variable that cannot be pickled fails here, before anything runs."""
+    parts: dict[str, Payload] = {}
     for name, value in values.items():
+        buffers: list[Any] = []
         try:
-            parts[name] = cloudpickle.dumps(value, protocol=5)
+            stream = _dumps(value, buffers.append)
         except Exception as exc:
             raise PushError(
                 f"cannot send variable '{name}' ({type(value).__name__}) to the nodes: "
                 f"{type(exc).__name__}: {exc}. Leave it out with --no-push, or make it "
                 "on the nodes instead"
             ) from None
+        large = len(stream) + sum(memoryview(b).nbytes for b in buffers) > INLINE
+        if buffers and not large:  # small: in band, so it travels inside the cell
+            stream, buffers = cloudpickle.dumps(value, protocol=5), []
+        if large:
+            parts[name] = await asyncio.to_thread(make_payload, name, stream, buffers)
+        else:
+            parts[name] = make_payload(name, stream, buffers)
     return parts
+
+
+def _dumps(value: Any, buffer_callback: Any) -> bytes:
+    """cloudpickle with protocol 5, large buffers out of band (torch tensors too)."""
+    file = io.BytesIO()
+    torch = sys.modules.get("torch")
+    kind = cloudpickle.Pickler if torch is None else _tensor_pickler(torch.Tensor)
+    kind(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return file.getvalue()
+
+
+@cache
+def _tensor_pickler(tensor: type) -> type:
+    """cloudpickle's pickler that reduces tensors with ``_reduce_tensor`` (the pickler
+    reads its dispatch table when made, so it is a class attribute)."""
+    table = ChainMap({tensor: _reduce_tensor}, cloudpickle.Pickler.dispatch_table)
+    return type("TensorPickler", (cloudpickle.Pickler,), {"dispatch_table": table})
+
+
+def _reduce_tensor(tensor: Any) -> Any:
+    """A plain CPU tensor as ``torch.from_numpy(array)``: its memory then travels out of
+    band (torch's own pickling copies it into the stream). Others pickle as torch does."""
+    try:
+        if (
+            tensor.device.type == "cpu"
+            and not tensor.requires_grad
+            and tensor.layout is sys.modules["torch"].strided
+            and not tensor.is_quantized
+            and tensor.is_contiguous()
+        ):
+            return sys.modules["torch"].from_numpy, (tensor.numpy(),)
+    except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16), a subclass
+        pass
+    return tensor.__reduce_ex__(5)
 
 
 def describe_size(size: int) -> str:

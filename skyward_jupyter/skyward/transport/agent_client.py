@@ -19,14 +19,18 @@ from ..core.bus import EventBus
 from ..core.outputs import Clear, Display, LogLines, Result, WorkerCrashed
 from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
-from ..protocol import Crash, Done
+from ..payload import Payload
+from ..protocol import Crash, Done, Missing
 
-__all__ = ["AgentClient", "Answer"]
+__all__ = ["AgentClient", "Answer", "PUT_PIECE"]
+
+PUT_PIECE = 4 << 20  # bytes of a blob per frame: control frames wait behind one at most
 
 _PINGS = itertools.count(1)  # ping ids: unique, as heartbeats and callers ping at once
 
-Answer = Done | Crash
-"""How a cell ended on a node: it ran (``Done``) or its worker died (``Crash``)."""
+Answer = Done | Crash | Missing
+"""How a cell ended on a node: it ran (``Done``), its worker died (``Crash``), or it did
+not start for lack of pushed blobs (``Missing``: send them and run it again)."""
 
 
 class AgentClient:
@@ -50,6 +54,15 @@ class AgentClient:
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._closed = False
         self.connected = False
+        self.blobs: set[str] = set()
+        """Keys of the blobs this node holds, as far as this kernel knows (a node that
+        lost one answers a cell with ``Missing``)."""
+        self.reaches_head = True
+        """False once a fetch from the head node failed: blobs come straight from here."""
+        self.bytes_sent = 0
+        """Bytes written to the agent's channel (frames and blob pieces)."""
+        self._stored: dict[str, asyncio.Future[protocol.Stored]] = {}
+        self._serving: asyncio.Future[protocol.Serving] | None = None
         self.on_lost: Callable[[AgentClient, str], None] | None = None
         """Called when the channel drops without our asking; pending cells then wait
         (for a reconnect, or for ``fail``) instead of failing at once."""
@@ -89,6 +102,7 @@ class AgentClient:
         ):
             # A new agent (the old one died and was restarted): its frames count from 1.
             self.last_seq = hello.seq
+            self._serving = None  # its relay, if it had one, is gone
         self.agent_pid = hello.pid
         self._set_worker_state(hello.worker)
         self.connected = True
@@ -160,7 +174,15 @@ class AgentClient:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
+        # blob answers may have no waiter left: fail them without an "exception never
+        # retrieved" complaint
+        for waiter in [*self._stored.values(), self._serving]:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()
         self._pending.clear()
+        self._stored.clear()
+        self._serving = None
 
     def _handle(self, frame: dict[str, Any]) -> None:
         seq = frame.pop("seq", None)
@@ -209,6 +231,19 @@ class AgentClient:
                 if task is not None:
                     publish(TaskCompleted(task, node, 0.0, False, message.detail))
                     self._answer(task, message)
+            case Missing(task=task, keys=keys):
+                self.blobs.difference_update(keys)
+                self._answer(task, message)
+            case protocol.Stored(key=key, ok=ok):
+                if ok:
+                    self.blobs.add(key)
+                stored = self._stored.pop(key, None)
+                if stored is not None and not stored.done():
+                    stored.set_result(message)
+            case protocol.Serving():
+                serving = self._serving
+                if serving is not None and not serving.done():
+                    serving.set_result(message)
             case protocol.WorkerReady(pid=pid):
                 self.worker_pid = pid
                 self._set_worker_state("ready")
@@ -226,7 +261,59 @@ class AgentClient:
     def _send(self, message: protocol.Message) -> None:
         if self._closed or self._writer is None or not self.connected:
             raise AgentError(f"node {self.node.node}: not connected to the agent")
-        self._writer.write(wire.encode(protocol.encode(message)))
+        frame = wire.encode(protocol.encode(message))
+        self.bytes_sent += len(frame)
+        self._writer.write(frame)
+
+    def _awaiting_stored(self, key: str) -> asyncio.Future[protocol.Stored]:
+        future = self._stored.get(key)
+        if future is None or future.done():
+            future = self._stored[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def _stored_answer(self, future: asyncio.Future[protocol.Stored], what: str) -> None:
+        if not self.connected:
+            raise AgentError(f"node {self.node.node}: not connected to the agent")
+        try:
+            stored = await asyncio.wait_for(asyncio.shield(future), 300.0)
+        except TimeoutError:
+            raise AgentError(f"node {self.node.node}: no answer to {what}") from None
+        if not stored.ok:
+            raise AgentError(f"node {self.node.node}: {stored.error}")
+
+    async def put(self, payload: Payload) -> None:
+        """Send ``payload``'s blob to the node, piece by piece (each waits until the
+        channel has room, so a blob never sits whole in a buffer); return once the node
+        has kept it."""
+        future = self._awaiting_stored(payload.key)
+        for offset, piece in payload.pieces(PUT_PIECE):
+            self._send(protocol.Put(payload.key, payload.size, offset, len(piece)))
+            self._writer.write(piece)  # raw, after its frame
+            self.bytes_sent += len(piece)
+            await self._writer.drain()
+        await self._stored_answer(future, f"blob {payload.key[:12]}")
+
+    async def fetch(self, payload: Payload, host: str, port: int, token: str) -> None:
+        """Have the node fetch ``payload`` from the relay at ``host:port``; ``AgentError``
+        with the node's reason if it cannot."""
+        future = self._awaiting_stored(payload.key)
+        self._send(protocol.Fetch(payload.key, payload.size, host, port, token))
+        await self._stored_answer(future, f"fetching blob {payload.key[:12]}")
+
+    async def serve(self, host: str, token: str) -> tuple[str, int]:
+        """The address of this node's relay (started on ``host`` the first time)."""
+        serving = self._serving
+        if serving is None or (serving.done() and serving.result().port == 0):
+            serving = self._serving = asyncio.get_running_loop().create_future()
+            self._send(protocol.Serve(host, token))
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(serving), 10.0)
+        except TimeoutError:
+            self._serving = None
+            raise AgentError(f"node {self.node.node}: its relay did not start") from None
+        if not answer.port:
+            raise AgentError(f"node {self.node.node}: {answer.error}")
+        return answer.host, answer.port
 
     async def execute(self, run: protocol.Run, name: str = "cell") -> Answer:
         """Run a cell on the node; return how it ended there."""

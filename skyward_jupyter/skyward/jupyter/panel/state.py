@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +90,7 @@ class LogRing:
     cursor is on, unless it repeats the previous line (the agent finishing it).
     """
 
-    __slots__ = ("_changed", "_cursor", "_last", "_next", "limit", "rows")
+    __slots__ = ("_changed", "_cursor", "_last", "_newest", "_next", "limit", "rows")
 
     def __init__(self, limit: int = LOG_LINES) -> None:
         self.limit = limit
@@ -98,12 +98,14 @@ class LogRing:
         self._next = 0
         self._cursor: dict[str, int] = {}
         self._last: dict[str, tuple[int, str]] = {}
+        self._newest: dict[str, int] = {}  # each stream's newest row
         self._changed: set[int] = set()
 
     @property
     def first(self) -> int:
-        """The number of the oldest row kept (``total`` when empty)."""
-        return next(iter(self.rows), self._next)
+        """The number of the oldest row kept (``total`` when empty): rows are numbered in
+        order and only the oldest go, so those kept are the last ``len(rows)``."""
+        return self._next - len(self.rows)
 
     @property
     def total(self) -> int:
@@ -131,12 +133,54 @@ class LogRing:
         if target is None:
             target = self._next
             self._next += 1
+            self._newest[stream] = target
         rows[target] = (stream, text)
         self._changed.add(target)
         self._last[stream] = (target, line)
         self._cursor[stream] = self._above(stream, target, ups) if ups else target
+        self._trim()
+
+    def add_lines(self, lines: Sequence[tuple[str, str, bool]], mark: str = "") -> None:
+        """Write a batch of lines (each ``(stream, text, overwrite)``, ``mark`` before
+        each text), as ``add`` would one by one.
+
+        The common batch (plain lines, each stream's cursor on its newest row) makes one
+        new row per line: those are written at once, and of a batch longer than the ring
+        only the rows it keeps are made.
+        """
+        cursor, newest = self._cursor, self._newest
+        plain = not any(overwrite or "\x1b[" in text for _, text, overwrite in lines)
+        if not plain or any(
+            cursor.get(s) is not None and cursor.get(s) != newest.get(s)
+            for s in {stream for stream, _, _ in lines}
+        ):
+            for stream, text, overwrite in lines:
+                self.add(stream, mark + text, overwrite)
+            return
+        start, count = self._next, len(lines)
+        skipped = max(0, count - self.limit)
+        rows = self.rows
+        if skipped:
+            rows.clear()
+            self._changed.clear()
+        for i in range(skipped, count):
+            stream, text, _ = lines[i]
+            rows[start + i] = (stream, mark + text)
+        self._changed.update(range(start + skipped, start + count))
+        self._next = start + count
+        done: set[str] = set()
+        for i in range(count - 1, -1, -1):
+            stream, text, _ = lines[i]
+            if stream not in done:
+                done.add(stream)
+                cursor[stream] = newest[stream] = start + i
+                self._last[stream] = (start + i, mark + text)
+        self._trim()
+
+    def _trim(self) -> None:
+        rows = self.rows
         while len(rows) > self.limit:
-            oldest = next(iter(rows))
+            oldest = self._next - len(rows)
             del rows[oldest]
             self._changed.discard(oldest)
 
@@ -340,14 +384,10 @@ def apply(state: PanelState, event: Any, now: float) -> PanelState:
     if kind is LogLines:  # the hot path: most of what happens is lines
         view = _own(state, event.instance)
         if view is not None:
-            add = view.log.add
+            mark = ""
             if event.task_id is None and event.after is not None:  # a thread, after its cell
                 mark = f"(after {state.task_names.get(event.after, event.after)}) "
-                for stream, line, overwrite in event.lines:
-                    add(stream, mark + line, overwrite)
-            else:
-                for stream, line, overwrite in event.lines:
-                    add(stream, line, overwrite)
+            view.log.add_lines(event.lines, mark)
         return state
     if kind is WorkerCrashed:
         view = _own(state, event.instance)

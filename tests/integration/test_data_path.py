@@ -1,0 +1,143 @@
+"""Pushed variables cross the kernel's link once: by content, fanned out by the head node.
+
+Bytes are counted where they really go: ``ss`` reports, for each TCP connection of the
+kernel's process, the bytes it sent; each node's SSH server listens on its own loopback
+address, so each connection is one node's share of the kernel's uplink.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from .kernel import Kernel
+
+pytestmark = pytest.mark.slow
+
+MB = 1_000_000
+ARRAY = "np.random.default_rng({seed}).random(100 * MB // 8)"  # 100 MB of float64
+NODE_DIGEST = "__import__('hashlib').sha256({name}.tobytes()).hexdigest()"
+
+
+@pytest.fixture(scope="module")
+def k():
+    kernel = Kernel()
+    assert kernel.execute("%load_ext skyward").ok
+    result = kernel.execute("%skyward up --provider container --nodes 4 --pip numpy", timeout=600)
+    assert result.ok, result.text()
+    ok(kernel, f"import numpy as np, hashlib, os\nMB = {MB}")
+    yield kernel
+    kernel.execute("%skyward down", timeout=60)
+    kernel.shutdown()
+
+
+def ok(kernel, code, **kw):
+    result = kernel.execute(code, **kw)
+    assert result.ok, result.text()
+    return result
+
+
+def value(kernel, expression):
+    """A kernel-side value, through JSON."""
+    return json.loads(ok(kernel, f"print(__import__('json').dumps({expression}))").text())
+
+
+def sent_per_node(kernel) -> dict[int, int]:
+    """Bytes the kernel's process has sent on its connection to each node's SSH server."""
+    pid = value(kernel, "os.getpid()")
+    nodes = value(
+        kernel,
+        "[[n.node, n.instance.ip, n.instance.ssh_port] for n in "
+        "__import__('skyward.jupyter.extension', fromlist=['pool']).pool()"
+        ".ready_cluster().node_instances()]",
+    )
+    by_address = {f"{ip}:{port}": node for node, ip, port in nodes}
+    lines = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True).stdout.splitlines()
+    sent = dict.fromkeys(by_address.values(), 0)
+    for head, info in zip(lines, lines[1:], strict=False):
+        if head[:1].isspace() or f"pid={pid}," not in head:
+            continue
+        fields = head.split()
+        node = by_address.get(fields[4])
+        found = re.search(r"bytes_sent:(\d+)", info)
+        if node is not None and found:
+            sent[node] += int(found[1])
+    return sent
+
+
+def pushed(kernel, code, nodes=None):
+    """Run ``code`` remotely; the bytes sent to each node meanwhile, and each value."""
+    before = sent_per_node(kernel)
+    on = "" if nodes is None else f" --on {nodes}"
+    result = ok(kernel, f"%%skyward run{on}\n{code}", timeout=300)
+    after = sent_per_node(kernel)
+    return {n: after[n] - before[n] for n in after}, result.values()
+
+
+def test_an_unchanged_variable_is_sent_once_and_a_mutation_is_seen(k):
+    ok(k, f"x1 = {ARRAY.format(seed=1)}")
+    first, values = pushed(k, "float(x1.sum())", "0")
+    assert first[0] > 100 * MB, first
+    expected = value(k, "float(x1.sum())")
+    assert float(values[0]) == expected
+
+    again, values = pushed(k, "float(x1.sum())", "0")
+    assert again[0] < 1 * MB, again  # only the key travelled
+    assert float(values[0]) == expected
+
+    ok(k, "x1[123_456] = -1.0")  # same object, same id(), new content
+    changed, values = pushed(k, "float(x1[123_456]), float(x1.sum())", "0")
+    assert changed[0] > 100 * MB, changed
+    assert values[0] == repr((-1.0, value(k, "float(x1.sum())")))
+
+
+def test_four_nodes_cost_the_kernel_one_upload_and_hold_identical_bytes(k):
+    ok(k, f"x4 = {ARRAY.format(seed=4)}")
+    sent, values = pushed(k, NODE_DIGEST.format(name="x4"))
+    assert sum(sent.values()) < 101 * MB, sent  # the payload crossed the kernel's link once
+    assert sent[0] > 100 * MB, sent  # to the head...
+    assert all(sent[n] < 1 * MB for n in (1, 2, 3)), sent  # ...the others fetched it from there
+    kernel_digest = value(k, NODE_DIGEST.format(name="x4"))
+    assert values == {n: repr(kernel_digest) for n in range(4)}
+
+
+def test_a_node_that_cannot_reach_the_head_gets_the_data_from_the_kernel(k):
+    # Node 3's route to the head is down: it is told to fetch from an address no packet
+    # reaches (TEST-NET-1), as a firewall between the nodes would make it.
+    ok(
+        k,
+        "from skyward.jupyter.extension import pool as _pool\n"
+        "_agents = {n.node: _pool().bootstrapper.agents[n.instance.id] "
+        "for n in _pool().ready_cluster().node_instances()}\n"
+        "_real_fetch = type(_agents[3]).fetch\n"
+        "async def _cut_off(payload, host, port, token):\n"
+        "    return await _real_fetch(_agents[3], payload, '192.0.2.1', port, token)\n"
+        "_agents[3].fetch = _cut_off",
+    )
+    ok(k, f"xc = {ARRAY.format(seed=7)}")
+    sent, values = pushed(k, NODE_DIGEST.format(name="xc"))
+    kernel_digest = value(k, NODE_DIGEST.format(name="xc"))
+    assert values == {n: repr(kernel_digest) for n in range(4)}
+    assert sent[3] > 100 * MB and sent[0] > 100 * MB, sent  # node 3 got it straight
+    assert sent[1] < 1 * MB and sent[2] < 1 * MB, sent
+    assert value(k, "_agents[3].reaches_head") is False
+
+    ok(k, "xc[0] = 5.0")  # from now on node 3 is sent blobs directly, without trying
+    sent, values = pushed(k, "float(xc[0])")
+    assert values == {n: "5.0" for n in range(4)}
+    assert sent[3] > 100 * MB and sent[1] < 1 * MB, sent
+
+
+def test_what_a_node_received_outlives_a_crash_of_its_worker(k):
+    ok(k, f"xw = {ARRAY.format(seed=9)}")
+    first, _ = pushed(k, "float(xw[1])", "1")
+    assert first[1] > 100 * MB, first
+    crashed = k.execute("%%skyward run --on 1 --no-push\nimport os; os._exit(3)", timeout=60)
+    assert not crashed.ok and "RemoteCrash" in crashed.text()
+    # the fresh worker has no variables, but the supervisor kept the blob: only the key goes
+    again, values = pushed(k, "float(xw[1])", "1")
+    assert again[1] < 1 * MB, again
+    assert values == {1: repr(value(k, "float(xw[1])"))}
