@@ -11,15 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from skyward.core.ledger import Ledger
 
 from tests.providers.clouds import CLOUDS, Cloud, open_cloud
 
 from .kernel import Kernel
+from .test_faults import ledger, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,19 +35,6 @@ def cloud(request):
 def _restocked(cloud):
     yield
     cloud.sell_out(False)
-
-
-def ledger() -> Ledger:
-    return Ledger(Path(os.environ["XDG_DATA_HOME"]) / "skyward" / "ledger.json")
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def recorded(cluster_id: str) -> list[str]:
