@@ -122,9 +122,9 @@ async def dispatch(line: str, cell: str | None) -> None:
             if cell is None:
                 raise UsageError("use %%skyward run (two %) at the top of the cell to run")
             await _run(args, cell, line)
-        elif command == "panel":  # live panel (issue 3)
+        elif command == "panel":  # live panel
             _panel().show(sidebar=args.sidebar)
-        elif command == "offers":  # offers (issue 4)
+        elif command == "offers":  # offers
             await _offers(args)
         elif command == "attach":
             await _attach(args.cluster)
@@ -141,9 +141,9 @@ async def _up(args: Any) -> None:
     p = pool()
     if p.current is not None and p.current.state.value not in ("destroyed", "failed"):
         raise UsageError(f"cluster {p.current.id} is already up; `%skyward down` it first")
-    if not spec.provider:  # offers (issue 4): no --provider, the cheapest configured one
+    if not spec.provider:  # offers: no --provider, the cheapest configured one
         spec = await _choose_provider(spec)
-    _panel().show()  # live panel (issue 3): under this cell
+    _panel().show()  # live panel: under this cell
     progress = UpProgress(p.bus, spec.provider, spec.nodes)
     _state["task"] = asyncio.current_task()  # live panel: its buttons cancel this task
     try:
@@ -450,7 +450,7 @@ class _SignalWaker:
 _waker = _SignalWaker()
 
 
-# -- live panel (issue 3) ---------------------------------------------------------------
+# -- live panel ---------------------------------------------------------------
 
 
 def _panel() -> Any:
@@ -503,7 +503,7 @@ def load(shell: Any) -> None:
 
 def unload(shell: Any) -> None:
     """Destroy this kernel's instances, then remove the rewrite and the magics."""
-    panel = _state.pop("panel", None)  # live panel (issue 3)
+    panel = _state.pop("panel", None)  # live panel
     if panel is not None:
         panel.close()
     p: Pool | None = _state["pool"]
@@ -532,7 +532,7 @@ async def _close_quietly(p: Pool) -> None:
     await p.bus.aclose()
 
 
-# -- offers (issue 4) --
+# -- offers --
 async def _offers(args: Any) -> None:
     from ..providers.offers import format_offers, gather_offers
 

@@ -245,7 +245,7 @@ def _build() -> dict[str, _Parser]:
         help="show each node's output together, node by node, when the cell ends "
         "(default: stream it while the cell runs)",
     )
-    # -- live panel (issue 3) --
+    # -- live panel --
     panel = _Parser(
         prog="%skyward panel",
         description="Show the live panel of the cluster (again) here, or in the sidebar.",
@@ -257,7 +257,7 @@ def _build() -> dict[str, _Parser]:
         "it is shown under the cell, with a note",
     )
     # -- end live panel --
-    # -- offers (issue 4) --
+    # -- offers --
     offers = _Parser(
         prog="%skyward offers",
         description="List matching offers of the configured providers, cheapest first.",
@@ -494,7 +494,7 @@ def spec_from(args: argparse.Namespace) -> ClusterSpec:
     )
 
 
-# -- offers (issue 4) --
+# -- offers --
 def _check_provider(name: str) -> None:
     if name not in PROVIDERS:
         raise UsageError(f"--provider {name!r} is unknown: use one of {', '.join(PROVIDERS)}")
