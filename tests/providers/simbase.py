@@ -301,3 +301,21 @@ def _handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+class Invalid(Exception):
+    """A request the API refuses with 400 (each simulator answers in its API's shape)."""
+
+
+def check_fields(body: dict[str, Any], allowed: set[str], what: str) -> None:
+    """Refuse a body with fields the API does not know, as the real APIs do."""
+    unknown = set(body) - allowed
+    if unknown:
+        raise Invalid(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def check_params(query: dict[str, str], allowed: set[str]) -> None:
+    """Refuse query parameters the API does not know."""
+    unknown = set(query) - allowed
+    if unknown:
+        raise Invalid(f"unknown query parameter(s) {', '.join(sorted(unknown))}")

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..simbase import Reply, Request, Simulator
+from ..simbase import Invalid, Reply, Request, Simulator, check_fields, check_params
 
 API_KEY = "vast-test-key"
 HOURS_PER_MONTH = 30 * 24
@@ -75,10 +75,6 @@ RUNTYPES = {
 }  # fmt: skip
 V1_PARAMS = {"limit", "after_token", "order_by", "select_cols", "select_filters"}
 V1_FILTERABLE = {"actual_status", "gpu_name", "verification", "id", "label", "machine_id"}
-
-
-class Invalid(Exception):
-    """A request the API refuses with 400 invalid_args."""
 
 
 @dataclass
@@ -243,22 +239,22 @@ class VastSimulator(Simulator):
                 return self._list_v1(query)
             return Reply(404, {"success": False, "error": "not_found", "msg": path})
         if method == "POST" and path == "/bundles/":
-            _no_params(query)
+            _nocheck_params(query)
             return self._search(_object(body))
         if method == "PUT" and (m := re.fullmatch(r"/asks/(\d+)/", path)):
-            _no_params(query)
+            _nocheck_params(query)
             return self._rent(int(m[1]), _object(body))
         if method == "GET" and path == "/instances/":
-            _params(query, {"owner"})
+            check_params(query, {"owner"})
             with self.lock:
                 rows = [i.json() for i in self.instances.values()]
             return Reply(200, {"instances_found": len(rows), "instances": rows})
         if m := re.fullmatch(r"/instances/(\d+)/", path):
             return self._one(method, int(m[1]), query, body)
         if path == "/ssh/" and method == "POST":
-            _no_params(query)
+            _nocheck_params(query)
             fields = _object(body)
-            _fields(fields, {"ssh_key"}, "create ssh-key")
+            check_fields(fields, {"ssh_key"}, "create ssh-key")
             if not str(fields.get("ssh_key") or "").strip():
                 return Reply(400, {"success": False, "error": "no_ssh_key", "msg": "No ssh key"})
             with self.lock:
@@ -266,11 +262,11 @@ class VastSimulator(Simulator):
                 self.ssh_keys[key_id] = fields["ssh_key"].strip()
             return Reply(200, {"success": True, "key": self._key_json(key_id)})
         if path == "/ssh/" and method == "GET":
-            _no_params(query)
+            _nocheck_params(query)
             with self.lock:
                 return Reply(200, [self._key_json(k) for k in self.ssh_keys])
         if method == "DELETE" and (m := re.fullmatch(r"/ssh/(\d+)/", path)):
-            _fields(_object(body), set(), "delete ssh-key")
+            check_fields(_object(body), set(), "delete ssh-key")
             with self.lock:
                 found = self.ssh_keys.pop(int(m[1]), None)
             return Reply(200 if found else 404, {"success": found is not None})
@@ -285,13 +281,13 @@ class VastSimulator(Simulator):
         with self.lock:
             inst = self.instances.get(iid)
         if method == "GET":
-            _params(query, {"owner"})
+            check_params(query, {"owner"})
             if query.get("owner") != "me":
                 raise Invalid("show instance: owner=me is required to read your own instance")
             return Reply(200, {"instances": inst.json() if inst else None})
         if method == "DELETE":
-            _no_params(query)
-            _fields(_object(body), set(), "destroy instance")
+            _nocheck_params(query)
+            check_fields(_object(body), set(), "destroy instance")
             if inst is None:
                 return Reply(404, {"success": False, "error": "no_such_instance",
                                    "msg": f"Instance {iid} not found"})  # fmt: skip
@@ -332,7 +328,7 @@ class VastSimulator(Simulator):
         return Reply(200, {"offers": rows[: int(limit)] if limit else rows})
 
     def _rent(self, ask: int, body: dict[str, Any]) -> Reply:
-        _fields(body, RENT_FIELDS, "create instance")
+        check_fields(body, RENT_FIELDS, "create instance")
         if not body.get("image") and not body.get("template_hash_id"):
             raise Invalid("create instance: image is required")
         runtype = body.get("runtype")
@@ -379,7 +375,7 @@ class VastSimulator(Simulator):
     # -- /api/v1/instances/ -------------------------------------------------------------
 
     def _list_v1(self, query: dict[str, str]) -> Reply:
-        _params(query, V1_PARAMS)
+        check_params(query, V1_PARAMS)
         limit = _number(query.get("limit", "25"), "limit")
         limit = 5 if limit <= 0 else min(int(limit), 25)
         filters = _json(query.get("select_filters", "{}"), "select_filters", dict)
@@ -456,20 +452,8 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _fields(body: dict[str, Any], allowed: set[str], what: str) -> None:
-    unknown = set(body) - allowed
-    if unknown:
-        raise Invalid(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-
-
-def _params(query: dict[str, str], allowed: set[str]) -> None:
-    unknown = set(query) - allowed
-    if unknown:
-        raise Invalid(f"unknown query parameter(s) {', '.join(sorted(unknown))}")
-
-
-def _no_params(query: dict[str, str]) -> None:
-    _params(query, set())
+def _nocheck_params(query: dict[str, str]) -> None:
+    check_params(query, set())
 
 
 def _number(text: str, name: str) -> float:

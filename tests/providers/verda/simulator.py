@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..simbase import Reply, Request, Simulator
+from ..simbase import Invalid, Reply, Request, Simulator, check_fields, check_params
 
 CLIENT_ID = "verda-test-client"
 CLIENT_SECRET = "verda-test-secret"
@@ -64,10 +64,6 @@ CREATE_FIELDS = {
 ACTION_FIELDS = {"id", "action", "volume_ids", "delete_permanently"}
 ACTIONS = {"start", "shutdown", "delete", "hibernate", "restore", "boot", "discontinue",
            "force_shutdown", "delete_stuck"}  # fmt: skip
-
-
-class Invalid(Exception):
-    """A request the API refuses with 400 invalid_request."""
 
 
 @dataclass
@@ -163,13 +159,13 @@ class VerdaSimulator(Simulator):
     def _route(self, request: Request) -> Reply:
         path, method, body, query = request.path[3:], request.method, request.body, request.query
         if path == "/oauth2/token" and method == "POST":
-            _params(query, set())
+            check_params(query, set())
             return self._token(_object(body))
         auth = request.headers.get("Authorization", "")
         if auth.removeprefix("Bearer ") not in self.tokens:
             return Reply(401, {"code": "unauthorized_request", "message": "Invalid token"})
         if path == "/instance-types" and method == "GET":
-            _params(query, {"currency"})
+            check_params(query, {"currency"})
             currency = query.get("currency", "eur")
             if currency not in ("usd", "eur"):
                 raise Invalid(f"currency must be usd or eur, not {currency!r}")
@@ -183,15 +179,15 @@ class VerdaSimulator(Simulator):
             if path == collection or path.startswith(collection + "/"):
                 return self._collection(collection, store, text, request, path)
         if path == "/volumes" and method == "GET":
-            _params(query, {"status"})
+            check_params(query, {"status"})
             with self.lock:
                 rows = [dict(v) for v in self.volumes.values()]
             wanted = query.get("status")
             return Reply(200, [r for r in rows if wanted is None or r["status"] == wanted])
         if method == "DELETE" and (m := re.fullmatch(r"/volumes/([\w-]+)", path)):
-            _params(query, set())
+            check_params(query, set())
             fields = _object(body)
-            _fields(fields, {"is_permanent"}, "delete volume")
+            check_fields(fields, {"is_permanent"}, "delete volume")
             with self.lock:
                 volume = self.volumes.get(m[1])
                 if volume is None:
@@ -204,19 +200,19 @@ class VerdaSimulator(Simulator):
                     volume["status"] = "deleted"  # in the trash
             return Reply(202, None)
         if path == "/instances" and method == "POST":
-            _params(query, set())
+            check_params(query, set())
             return self._create(_object(body))
         if path == "/instances" and method == "GET":
-            _params(query, {"status"})
+            check_params(query, {"status"})
             with self.lock:
                 rows = [vm.json() for vm in self.vms.values()]
             wanted = query.get("status")
             return Reply(200, [r for r in rows if wanted is None or r["status"] == wanted])
         if path == "/instances" and method == "PUT":
-            _params(query, set())
+            check_params(query, set())
             return self._action(_object(body))
         if method == "GET" and (m := re.fullmatch(r"/instances/([\w-]+)", path)):
-            _params(query, set())
+            check_params(query, set())
             with self.lock:
                 vm = self.vms.get(m[1])
             if vm is None:
@@ -227,11 +223,11 @@ class VerdaSimulator(Simulator):
     def _token(self, body: dict[str, Any]) -> Reply:
         grant = body.get("grant_type")
         if grant == "refresh_token":
-            _fields(body, {"grant_type", "refresh_token"}, "token")
+            check_fields(body, {"grant_type", "refresh_token"}, "token")
             if body.get("refresh_token") not in self.refresh_tokens:
                 return Reply(401, {"code": "unauthorized_request", "message": "Invalid token"})
         else:
-            _fields(body, {"grant_type", "client_id", "client_secret"}, "token")
+            check_fields(body, {"grant_type", "client_id", "client_secret"}, "token")
             if (grant, body.get("client_id"), body.get("client_secret")) != (
                 "client_credentials", CLIENT_ID, CLIENT_SECRET,
             ):  # fmt: skip
@@ -244,7 +240,7 @@ class VerdaSimulator(Simulator):
                            "token_type": "Bearer", "scope": "cloud-api-v1"})  # fmt: skip
 
     def _availability(self, path: str, query: dict[str, str]) -> Reply:
-        _params(query, {"isSpot", "location_code"})
+        check_params(query, {"isSpot", "location_code"})
         flag = query.get("isSpot", "false")
         if flag not in ("true", "false"):
             raise Invalid(f"isSpot must be true or false, not {flag!r}")
@@ -264,11 +260,11 @@ class VerdaSimulator(Simulator):
         request: Request, path: str,
     ) -> Reply:  # fmt: skip
         method, body = request.method, request.body
-        _params(request.query, set())
+        check_params(request.query, set())
         one = re.fullmatch(rf"{collection}/([\w-]+)", path)
         if path == collection and method == "POST":
             fields = _object(body)
-            _fields(fields, {"name", text}, collection[1:])
+            check_fields(fields, {"name", text}, collection[1:])
             if not fields.get("name") or not fields.get(text):
                 raise Invalid(f"{collection[1:]}: name and {text} are required")
             new_id = str(uuid.uuid4())  # Verda's ids are UUIDs
@@ -291,21 +287,21 @@ class VerdaSimulator(Simulator):
                 return Reply(404, {"code": "not_found", "message": f"{one[1]} not found"})
             return Reply(200, [found])
         if one and method == "DELETE":
-            _fields(_object(body), set(), collection[1:])
+            check_fields(_object(body), set(), collection[1:])
             with self.lock:
                 found = store.pop(one[1], None)
             return Reply(200 if found else 404, None)
         return Reply(404, {"code": "not_found", "message": path})
 
     def _create(self, body: dict[str, Any]) -> Reply:
-        _fields(body, CREATE_FIELDS, "instance")
+        check_fields(body, CREATE_FIELDS, "instance")
         for name in ("instance_type", "image", "hostname", "description"):
             if not isinstance(body.get(name), str):
                 raise Invalid(f"instance: {name} is required")
         volume = body.get("os_volume") or {}
         if not isinstance(volume, dict):
             raise Invalid("instance: os_volume must be an object")
-        _fields(volume, {"name", "size", "on_spot_discontinue"}, "os_volume")
+        check_fields(volume, {"name", "size", "on_spot_discontinue"}, "os_volume")
         policy = volume.get("on_spot_discontinue")
         if policy is not None and policy not in SPOT_POLICIES:
             raise Invalid(f"os_volume.on_spot_discontinue must be one of {sorted(SPOT_POLICIES)}")
@@ -352,7 +348,7 @@ class VerdaSimulator(Simulator):
         return Reply(202, vm_id, {"Content-Type": "text/plain"})
 
     def _action(self, body: dict[str, Any]) -> Reply:
-        _fields(body, ACTION_FIELDS, "instance action")
+        check_fields(body, ACTION_FIELDS, "instance action")
         ids = body.get("id")
         ids = [ids] if isinstance(ids, str) else list(ids or [])
         action = body.get("action")
@@ -425,18 +421,6 @@ def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
     return body
-
-
-def _fields(body: dict[str, Any], allowed: set[str], what: str) -> None:
-    unknown = set(body) - allowed
-    if unknown:
-        raise Invalid(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-
-
-def _params(query: dict[str, str], allowed: set[str]) -> None:
-    unknown = set(query) - allowed
-    if unknown:
-        raise Invalid(f"unknown query parameter(s) {', '.join(sorted(unknown))}")
 
 
 def api_base(sim: VerdaSimulator) -> str:
