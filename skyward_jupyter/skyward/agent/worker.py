@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from functools import cache
 from itertools import groupby
 from operator import itemgetter
 from queue import SimpleQueue
@@ -395,14 +396,22 @@ def load_blob(path: str, parts: list[list[int]]) -> Any:
     return pickle.loads(view[start : start + length], buffers=[view[o : o + n] for o, n in buffers])
 
 
-def _flush_c_streams() -> None:
-    """What C code and ``sys.__stdout__`` buffered goes into the pipes before "done"."""
+@cache
+def _libc() -> Any:
+    """The C library (for ``fflush``), loaded once; None where there is none."""
     try:
         import ctypes
 
-        ctypes.CDLL(None).fflush(None)
+        return ctypes.CDLL(None)
     except Exception:
-        pass
+        return None
+
+
+def _flush_c_streams() -> None:
+    """What C code and ``sys.__stdout__`` buffered goes into the pipes before "done"."""
+    libc = _libc()
+    if libc is not None:
+        libc.fflush(None)
     for stream in (sys.__stdout__, sys.__stderr__):
         try:
             if stream is not None:
