@@ -42,12 +42,13 @@ def main() -> None:
     kernel.execute("import helpers")
     kernel.execute("%%skyward run\nimport helpers")
     measure = (
-        "from skyward.jupyter import local_code as _lc, extension as _ex\n"
+        "from skyward.session import local_code as _lc\n"
+        "from skyward.jupyter import extension as _ex\n"
         "import asyncio, time\n"
-        "_nodes = _ex.pool().select(None)\n"
+        "_nodes = await _ex.session().select(None)\n"
         "_t = time.perf_counter()\n"
         "for _ in range(20):\n"
-        "    await _lc.before_cell(_ex.pool(), _nodes)\n"
+        "    await _ex.session().before_cell(_nodes)\n"
         "print(f'{(time.perf_counter() - _t) / 20 * 1000:.2f} ms, '\n"
         "      f'{_lc.CODE.last_bytes} bytes, {_lc.CODE.last_files} file(s)')"
     )

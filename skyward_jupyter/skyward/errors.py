@@ -228,3 +228,12 @@ class CompositeError(RemoteError):
             else:
                 lines.append(f"[node {error.node}] {error.ename}: {error.evalue}")
         return lines
+
+
+class NodeUnavailable(SkywardError):
+    """A cell asked for a node that cannot take it: not in the cluster, lost, or (with
+    ``--no-wait``, or past ``--timeout``) still being replaced. The cell ran nowhere."""
+
+    def __init__(self, message: str, nodes: list[int]) -> None:
+        self.nodes = nodes
+        super().__init__(message)

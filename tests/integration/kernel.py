@@ -14,6 +14,14 @@ from jupyter_client.manager import KernelManager
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 OUT = re.compile(r"Out\[(\d+):\d+\]: ")
 
+RECORD_FACTS = (
+    "from skyward.jupyter.extension import session as _session\n"
+    "_facts = []\n"
+    "_session().events.subscribe_all(lambda e: None if type(e).__name__ in "
+    "('Log', 'Metric', 'ConsoleOutput') else _facts.append(e))"
+)
+"""Run in a kernel after ``%load_ext skyward``: its lifecycle facts are then in ``_facts``."""
+
 
 @dataclass
 class Result:

@@ -52,7 +52,9 @@ def up(cloud: Cloud, extra: str = "") -> tuple[Kernel, str]:
         line = f"%skyward up --provider {cloud.name} {cloud.up_args} {extra}"
         result = k.execute(line, timeout=UP_TIMEOUT)
         assert result.ok, result.text()
-        shown = k.execute("from skyward.jupyter.extension import pool\nprint(pool().current.id)")
+        shown = k.execute(
+            "from skyward.jupyter.extension import session\nprint(session().current.id)"
+        )
         cluster_id = shown.text().strip().splitlines()[-1]
     except BaseException:
         k.shutdown()
@@ -130,7 +132,7 @@ import asyncio, os, signal, sys
 from skyward.core.ledger import Ledger
 from skyward.core.lifecycle import new_cluster_id, resource_note
 from skyward.model import ClusterSpec
-from skyward.pool import default_provider_for
+from skyward.session.session import default_provider_for
 from skyward.transport.keys import data_dir, make_cluster_keys
 
 async def main():

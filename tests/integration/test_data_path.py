@@ -51,7 +51,7 @@ def sent_per_node(kernel) -> dict[int, int]:
     nodes = value(
         kernel,
         "[[n.node, n.instance.ip, n.instance.ssh_port] for n in "
-        "__import__('skyward.jupyter.extension', fromlist=['pool']).pool()"
+        "__import__('skyward.jupyter.extension', fromlist=['session']).session()"
         ".ready_cluster().node_instances()]",
     )
     by_address = {f"{ip}:{port}": node for node, ip, port in nodes}
@@ -109,9 +109,9 @@ def test_a_node_that_cannot_reach_the_head_gets_the_data_from_the_kernel(k):
     # reaches (TEST-NET-1), as a firewall between the nodes would make it.
     ok(
         k,
-        "from skyward.jupyter.extension import pool as _pool\n"
-        "_agents = {n.node: _pool().bootstrapper.agents[n.instance.id] "
-        "for n in _pool().ready_cluster().node_instances()}\n"
+        "from skyward.jupyter.extension import session as _session\n"
+        "_agents = {n.node: _session().agents.clients[n.instance.id] "
+        "for n in _session().ready_cluster().node_instances()}\n"
         "_real_fetch = type(_agents[3]).fetch\n"
         "async def _cut_off(payload, host, port, token):\n"
         "    return await _real_fetch(_agents[3], payload, '192.0.2.1', port, token)\n"

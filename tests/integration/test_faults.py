@@ -19,7 +19,7 @@ from skyward.core.ledger import Ledger
 
 from tests.ours import live_processes
 
-from .kernel import Kernel
+from .kernel import RECORD_FACTS, Kernel
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,8 @@ def node_pid(instance_id: str) -> int:
 
 def instances(k: Kernel) -> dict[int, str]:
     code = (
-        "from skyward.jupyter.extension import pool\n"
-        "{i.node: iid for iid, i in pool().current.instances.items()}"
+        "from skyward.jupyter.extension import session\n"
+        "{i.node: iid for iid, i in session().current.instances.items()}"
     )
     return ast.literal_eval(k.execute(code).text().strip().splitlines()[-1])
 
@@ -140,6 +140,7 @@ def test_killed_node_is_replaced_and_the_cell_says_so():
     k = Kernel()
     try:
         assert k.execute("%load_ext skyward").ok
+        assert k.execute(RECORD_FACTS).ok
         assert k.execute("%skyward up --provider container --nodes 2", timeout=120).ok
         old = instances(k)
         threading.Timer(1.0, lambda: os.kill(node_pid(old[1]), signal.SIGKILL)).start()
@@ -157,9 +158,7 @@ def test_killed_node_is_replaced_and_the_cell_says_so():
         assert wait_until(lambda: k.execute("%skyward status").text().count("  ready  ") == 2, 90)
         after = k.execute("%%skyward run\nimport os\nos.environ['SKYWARD_NODE']", timeout=60)
         assert after.ok and after.values() == {0: "'0'", 1: "'1'"}
-        events = k.execute(
-            "from skyward.jupyter.extension import pool\n[type(e).__name__ for e in pool().history]"
-        ).text()
+        events = k.execute("[type(e).__name__ for e in _facts]").text()
         assert "InstancePreempted" in events and "InstanceReplaced" in events
         assert k.execute("%skyward down", timeout=60).ok
     finally:
@@ -171,11 +170,12 @@ def test_dropped_connection_loses_and_doubles_no_line():
     k = Kernel()
     try:
         assert k.execute("%load_ext skyward").ok
+        assert k.execute(RECORD_FACTS).ok
         assert k.execute("%skyward up --provider container --nodes 1", timeout=120).ok
         drop = (
-            "from skyward.jupyter.extension import pool\nimport asyncio\n"
-            "_p = pool()\n_iid = next(iter(_p.current.instances))\n"
-            "asyncio.get_running_loop().call_later(0.5, _p.bootstrapper.connections[_iid].abort)"
+            "from skyward.jupyter.extension import session\nimport asyncio\n"
+            "_p = session()\n_iid = next(iter(_p.current.instances))\n"
+            "asyncio.get_running_loop().call_later(0.5, _p.agents.connections[_iid].abort)"
         )
         assert k.execute(drop).ok
         code = (
@@ -187,8 +187,7 @@ def test_dropped_connection_loses_and_doubles_no_line():
         lines = "".join(text for name, text in result.streams() if name == "stdout").splitlines()
         assert [int(x) for x in lines] == list(range(10000))
         reconnected = k.execute(
-            "from skyward.jupyter.extension import pool\n"
-            "sum(type(e).__name__ == 'InstancePreempted' for e in pool().history)"
+            "sum(type(e).__name__ == 'InstancePreempted' for e in _facts)"
         ).text()
         assert reconnected.strip().endswith("0")
     finally:
@@ -228,6 +227,7 @@ def _runpod_kernel(sim):
     env = {**os.environ, "SKYWARD_RUNPOD_ENDPOINT": sim.url, "RUNPOD_API_KEY": API_KEY}
     k = Kernel(env=env)
     assert k.execute("%load_ext skyward").ok
+    assert k.execute(RECORD_FACTS).ok
     return k
 
 
@@ -284,8 +284,7 @@ def test_provider_preemption_is_seen_and_the_node_replaced():
             victim = instances(k)[1]
             sim.preempt(victim)
             query = (
-                "from skyward.jupyter.extension import pool\n"
-                "[(type(e).__name__, getattr(e, 'reason', '')) for e in pool().history "
+                "[(type(e).__name__, getattr(e, 'reason', '')) for e in _facts "
                 "if type(e).__name__ in ('InstancePreempted', 'InstanceReplaced')]"
             )
             assert wait_until(lambda: "InstanceReplaced" in k.execute(query).text(), 120)

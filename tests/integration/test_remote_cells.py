@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .kernel import Kernel
+from .kernel import RECORD_FACTS, Kernel
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 def k():
     kernel = Kernel()
     assert kernel.execute("%load_ext skyward").ok
+    assert kernel.execute(RECORD_FACTS).ok
     result = kernel.execute(
         "%skyward up --provider container --nodes 2 --pip matplotlib", timeout=600
     )
@@ -190,13 +191,15 @@ def test_double_interrupt_kills_and_restarts_clean(k):
 
 
 def _crash(k, code):
-    before = ok(k, "from skyward.jupyter.extension import pool\nsorted(pool().current.instances)")
+    before = ok(
+        k, "from skyward.jupyter.extension import session\nsorted(session().current.instances)"
+    )
     started = time.monotonic()
     result = k.execute("%%skyward run --on 0\nprint('last words', flush=True)\n" + code)
     took = time.monotonic() - started
     assert not result.ok and result.error()["ename"] == "RemoteCrash"
     assert "[node 0] last words\n" in [text for _, text in result.streams()]
-    after = ok(k, "sorted(pool().current.instances)")
+    after = ok(k, "sorted(session().current.instances)")
     assert after.text() == before.text()  # the same instance: nothing was replaced
     return result, took
 
@@ -214,7 +217,7 @@ def test_a_crash_in_user_code_is_a_remote_crash_not_a_preemption(k, code, words)
     assert took < 2.0, took
     assert words in result.error()["evalue"] and "variables are gone" in result.error()["evalue"]
     assert ok(k, "%%skyward run --on 0 --no-push\n'kept' in globals()").values() == {0: "False"}
-    events = ok(k, "[type(e).__name__ for e in pool().history]").text()
+    events = ok(k, "[type(e).__name__ for e in _facts]").text()
     assert "InstancePreempted" not in events
 
 

@@ -39,9 +39,9 @@ def test_env_values_reach_the_cell_and_nothing_else(tmp_path):
     try:
         assert k.execute("%load_ext skyward").ok
         record = (
-            "from skyward.jupyter.extension import pool\n"
+            "from skyward.jupyter.extension import session\n"
             "_seen = []\n"
-            "pool().bus.subscribe_all(lambda e: _seen.append(repr(e)))"
+            "session().bus.subscribe_all(lambda e: _seen.append(repr(e)))"
         )
         assert k.execute(record).ok
         watcher.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from skyward.jupyter.panel.eventlog import Recorder
 from skyward.model import ClusterSpec
-from skyward.pool import Pool
+from skyward.session import Session
 
 OUT = Path(__file__).parent / "data" / "two-node-run.jsonl"
 
@@ -34,7 +34,7 @@ time.sleep(2.5)
 
 async def main() -> None:
     start = time.time()
-    pool = Pool()
+    pool = Session()
     with OUT.open("w", encoding="utf-8") as fh:
         pool.bus.subscribe_all(Recorder(fh, lambda: time.time() - start))
         spec = ClusterSpec(
@@ -44,7 +44,7 @@ async def main() -> None:
             python="{}.{}".format(*sys.version_info[:2]),
         )
         await pool.up(spec)
-        cell = pool.prepare(pool.select(None))
+        cell = pool.prepare(await pool.select(None))
         await pool.run(cell, CELL, "<skyward-cell-1>")
         for node, answer in cell.results.items():
             print(node, answer if isinstance(answer, BaseException) else answer.get("ok"))

@@ -58,9 +58,9 @@ async def ssh_echo(instance: Instance, keys: ClusterKeys, host_key: asyncssh.SSH
 
 
 FACTS_CELL = """\
-from skyward.jupyter.extension import pool as _pool
+from skyward.jupyter.extension import session as _session
 _facts = []
-_pool().bus.subscribe_all(lambda e: _facts.append(type(e).__name__))
+_session().bus.subscribe_all(lambda e: _facts.append(type(e).__name__))
 """
 
 RUN_CELL = """\

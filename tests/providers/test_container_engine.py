@@ -112,9 +112,9 @@ async def test_a_podman_node_bootstraps_and_runs_a_cell_with_ipython() -> None:
     """The whole path in a container with no pip and no uv of its own: it borrows this
     machine's uv (and its cache and CA bundle), makes the venv, runs the IPython worker."""
     from skyward.events import ConsoleOutput
-    from skyward.pool import Pool
+    from skyward.session import Session
 
-    pool = Pool()
+    pool = Session()
     said: list[str] = []
     pool.bus.subscribe(ConsoleOutput, lambda e: said.append(e.content))
     try:

@@ -67,17 +67,16 @@ async def test_spot_prices_rank_spot_offers(clouds):
     assert spot == sorted(spot)
 
 
-async def test_up_without_provider_picks_the_cheapest_cloud_and_says_so(
-    clouds, monkeypatch, capsys
-):
-    from skyward.jupyter.extension import _choose_provider
+async def test_up_without_provider_picks_the_cheapest_cloud_and_says_so(clouds, monkeypatch):
+    from skyward.jupyter.commands import _chosen
+    from skyward.session import Session
 
     subset = {name: providers.PROVIDERS[name] for name in MINE}
     monkeypatch.setattr(providers, "PROVIDERS", subset)
     spec = ClusterSpec("", nodes=2, accelerator="A100", accelerator_count=2)
-    chosen = await _choose_provider(spec)
-    assert chosen.provider == "vastai" and chosen.nodes == 2
-    out = capsys.readouterr().out
+    chosen, name, offer, compared = await Session.choose_provider(spec)
+    assert chosen.provider == name == "vastai" and chosen.nodes == 2
+    out = _chosen(name, offer, compared)
     assert out.startswith("provider: vastai (cheapest of ") and "A100 PCIE x2" in out
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from skyward.model import ClusterSpec
-from skyward.pool import default_provider_for
+from skyward.session.session import default_provider_for
 from skyward.transport.keys import make_cluster_keys
 
 from .clouds import CLOUDS, open_cloud

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncssh
 import pytest
-import skyward.pool as pool_module
+import skyward.session.session as session_module
 from skyward.errors import TransportError
 from skyward.model import ClusterSpec
-from skyward.pool import Pool
+from skyward.session import Session
 from skyward.transport.ssh import connect
 
 pytestmark = pytest.mark.slow
@@ -16,15 +16,15 @@ pytestmark = pytest.mark.slow
 
 async def test_the_launch_time_host_key_is_retired(monkeypatch):
     handed_over: list[str] = []
-    original = pool_module.generate_host_key
+    original = session_module.generate_host_key
 
     def recording() -> tuple[str, str]:
         private, public = original()
         handed_over.append(public)
         return private, public
 
-    monkeypatch.setattr(pool_module, "generate_host_key", recording)
-    pool = Pool()
+    monkeypatch.setattr(session_module, "generate_host_key", recording)
+    pool = Session()
     try:
         ready = await pool.up(ClusterSpec("container", nodes=2))
         nodes = {n.node: n for n in ready.cluster.nodes}

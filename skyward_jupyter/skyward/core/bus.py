@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..events import Event, ReplyTo
+from ..events import ReplyTo
 
 __all__ = ["EventBus", "Handler"]
 
@@ -55,7 +55,7 @@ class EventBus:
         """Whether publishing an event of ``kind`` would reach anyone."""
         return bool(self._everything) or bool(self._handlers.get(kind))
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: object) -> None:
         """Hand ``event`` to its subscribers, now, in order."""
         handlers = self._handlers.get(type(event))
         if handlers:
@@ -64,7 +64,7 @@ class EventBus:
         for handler in tuple(self._everything):
             self._call(handler, event)
 
-    def _call(self, handler: Handler, event: Event) -> None:
+    def _call(self, handler: Handler, event: object) -> None:
         try:
             result = handler(event)
         except Exception:
@@ -73,7 +73,7 @@ class EventBus:
         if result is not None and inspect.isawaitable(result):
             self.spawn(_as_coroutine(result), name=f"skyward:{type(event).__name__}")
 
-    async def request(self, make: Callable[[ReplyTo], Event], timeout: float | None = None) -> Any:
+    async def request(self, make: Callable[[ReplyTo], object], timeout: float | None = None) -> Any:
         """Publish the request ``make(reply_to)`` builds and await the fact that answers it."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()

@@ -39,9 +39,9 @@ from ..model import Cluster, ClusterSpec
 from .bus import EventBus, respond
 from .ledger import Ledger
 from .provider import ClusterKeys, LaunchRequest, Provider, ResourceNote, no_note
-from .registry import ClusterRecord, ClusterState, InstanceRecord, Registry
+from .registry import ClusterRecord, ClusterState, InstanceRecord, NodeState, Registry
 
-__all__ = ["Lifecycle", "new_cluster_id", "resource_note"]
+__all__ = ["Lifecycle", "ProviderFor", "describe", "new_cluster_id", "resource_note"]
 
 log = logging.getLogger("skyward")
 
@@ -110,7 +110,7 @@ class Lifecycle:
         try:
             provider = self._provider_for(request.provider, spec)
         except Exception as exc:
-            respond(self._bus, request, Error(request.request_id, _describe(exc), fatal=True))
+            respond(self._bus, request, Error(request.request_id, describe(exc), fatal=True))
             return
         cluster_id = new_cluster_id()
         record = ClusterRecord(cluster_id, spec, provider, None, request.request_id)
@@ -123,8 +123,8 @@ class Lifecycle:
             await self._shielded_destroy(record, cancel_up=False)
             raise
         except Exception as exc:
-            record.state = ClusterState.FAILED
-            error = Error(request.request_id, f"cluster {cluster_id}: {_describe(exc)}", True)
+            record.move(ClusterState.FAILED)
+            error = Error(request.request_id, f"cluster {cluster_id}: {describe(exc)}", True)
             self._bus.publish(error)
             await self._shielded_destroy(record, cancel_up=False)
             if request.reply_to is not None:
@@ -132,7 +132,7 @@ class Lifecycle:
 
     async def _bring_up(self, request: ClusterRequested, record: ClusterRecord) -> None:
         spec = record.spec
-        record.state = ClusterState.PROVISIONING
+        record.move(ClusterState.PROVISIONING)
         keys = record.require_keys()
         if self._ledger is not None:
             self._ledger.begin_cluster(
@@ -166,7 +166,7 @@ class Lifecycle:
         finally:
             for future in pending:
                 future.cancel()
-        record.state = ClusterState.READY
+        record.move(ClusterState.READY)
         record.ready_at = loop.time()
         cluster = Cluster(record.id, request.provider, spec, tuple(record.node_instances()))
         respond(self._bus, request, ClusterReady(cluster))
@@ -191,12 +191,14 @@ class Lifecycle:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            message = f"node {request.node_id}: {_describe(exc)}"
+            message = f"node {request.node_id}: {describe(exc)}"
+            _settle(record, request, failed=True)
             respond(self._bus, request, Error(request.request_id, message))
             return
         finally:
             if me is not None:
                 tasks.workers.discard(me)
+        _settle(record, request, failed=isinstance(answer, BootstrapFailed))
         if isinstance(answer, BootstrapFailed):
             message = f"node {request.node_id}: bootstrap failed in phase '{answer.phase}'"
             respond(self._bus, request, Error(request.request_id, f"{message}: {answer.error}"))
@@ -230,6 +232,8 @@ class Lifecycle:
                 key_path=keys.private_key_path,
             )
 
+        _step(record, request.node_id, NodeState.LAUNCHING)
+
         def recorded(task: asyncio.Task[str]) -> None:
             tasks.launches.discard(task)
             if not task.cancelled() and task.exception() is None:
@@ -237,6 +241,7 @@ class Lifecycle:
                 record.instances[iid] = InstanceRecord(
                     iid, request.node_id, host_public_key, ledger_key=key
                 )
+                record.slot(request.node_id).instance_id = iid
                 if ledger is not None:
                     ledger.update(key, instance_id=iid)
             elif ledger is not None:
@@ -285,6 +290,7 @@ class Lifecycle:
             keys.private_key_path,
         )
         record.instances[instance_id].node_instance = node_instance
+        _step(record, request.node_id, NodeState.BOOTSTRAPPING)
         self._bus.publish(InstanceProvisioned(request.request_id, node_instance))
         answer = await self._bus.request(
             lambda reply: BootstrapRequested(request.request_id, node_instance, record.id, reply),
@@ -306,6 +312,13 @@ class Lifecycle:
         if request.reply_to is not None:
             request.reply_to(ClusterDestroyed(record.id))
 
+    async def destroy_cluster(self, record: ClusterRecord) -> None:
+        """Destroy every instance of ``record``, then its shared resources, its ledger
+        records and its keys: the one path by which anything launched is destroyed
+        (shutdown, a failed ``up``, the orphans of dead kernels)."""
+        self._registry.add(record)
+        await self._shielded_destroy(record)
+
     async def _shielded_destroy(self, record: ClusterRecord, cancel_up: bool = True) -> None:
         """Destroy everything of ``record`` once, even if the caller is cancelled.
 
@@ -321,7 +334,7 @@ class Lifecycle:
     async def _destroy(self, record: ClusterRecord, cancel_up: bool) -> None:
         if record.state is ClusterState.DESTROYED:
             return
-        record.state = ClusterState.SHUTTING_DOWN
+        record.move(ClusterState.SHUTTING_DOWN)
         tasks = self._tasks.get(record.id, _Tasks())
         if cancel_up and tasks.up is not None and not tasks.up.done():
             tasks.up.cancel()
@@ -341,7 +354,9 @@ class Lifecycle:
                 await self._forget_keys(record.id)
             except OSError as exc:
                 log.warning("skyward: could not delete the keys of %s: %s", record.id, exc)
-        record.state = ClusterState.DESTROYED
+        for slot in record.nodes.values():
+            slot.move(NodeState.DESTROYED)
+        record.move(ClusterState.DESTROYED)
         self._bus.publish(ClusterDestroyed(record.id))
 
     async def _teardown(self, record: ClusterRecord) -> bool:
@@ -372,13 +387,32 @@ class Lifecycle:
         try:
             await record.provider.destroy(record.context, instance_id)
         except Exception as exc:
-            message = f"could not destroy instance {instance_id}: {_describe(exc)}"
+            message = f"could not destroy instance {instance_id}: {describe(exc)}"
             self._bus.publish(Error(record.request_id, message, fatal=True))
             return
         gone = record.instances.pop(instance_id, None)
         if self._ledger is not None and gone is not None and gone.ledger_key:
             self._ledger.remove(gone.ledger_key)
         self._bus.publish(InstanceDestroyed(instance_id))
+
+
+def _step(record: ClusterRecord, node: int, state: NodeState) -> None:
+    """Move a node along its bring-up, unless it is being replaced: a replacement's launch
+    and bootstrap are steps of ``replacing``, which only their end changes."""
+    slot = record.slot(node)
+    if slot.state is not NodeState.REPLACING:
+        slot.move(state)
+
+
+def _settle(record: ClusterRecord, request: InstanceRequested, failed: bool) -> None:
+    """A node's bring-up (or replacement) ended: ``ready``, or ``failed`` / ``lost``."""
+    slot = record.slot(request.node_id)
+    if slot.state in (NodeState.DESTROYED, NodeState.LOST, NodeState.FAILED):
+        return
+    if slot.state is NodeState.REPLACING:
+        slot.move(NodeState.LOST if failed else NodeState.READY)
+    else:
+        slot.move(NodeState.FAILED if failed else NodeState.READY)
 
 
 def _setter(future: asyncio.Future[Any]) -> Callable[[Any], None]:
@@ -389,7 +423,7 @@ def _setter(future: asyncio.Future[Any]) -> Callable[[Any], None]:
     return reply
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     text = str(exc)

@@ -15,7 +15,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from ..protocol import ErrorInfo
-from ..transport.environment import distribution_of_module
+from ..session import distribution_of_module
 
 __all__ = ["annotate", "hint", "report_up", "summary"]
 
@@ -66,16 +66,12 @@ def summary(reports: list[Any], left_behind: list[str]) -> str:
     return text
 
 
-def report_up(pool: Any, spec: Any) -> None:
+def report_up(spec: Any, reports: list[Any], left_behind: list[str]) -> None:
     """After ``up``: print the sync's line; remember what was skipped for the hints."""
     _state["synced"] = spec.sync_packages
     if not spec.sync_packages:
         _state["skipped"] = {}
         return
-    boot = pool.bootstrapper
-    record = pool.current
-    ids = list(record.instances) if record is not None else []
-    reports = [boot.sync_reports[i] for i in ids if i in boot.sync_reports]
     if not reports:
         return
     skipped = {}
@@ -84,7 +80,7 @@ def report_up(pool: Any, spec: Any) -> None:
             name = re.split(r"[=<>@ ;\[]", pin, maxsplit=1)[0]
             skipped.setdefault(canonicalize_name(name), why)
     _state["skipped"] = skipped
-    print(summary(reports, boot.left_behind))
+    print(summary(reports, left_behind))
 
 
 def annotate(

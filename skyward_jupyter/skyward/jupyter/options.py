@@ -240,6 +240,12 @@ def _build() -> dict[str, _Parser]:
         help="when a node is lost while the cell runs, run the cell again on its replacement",
     )
     run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once, running nothing, when a node the cell is for is being replaced "
+        "(default: wait for its replacement, within --timeout)",
+    )
+    run.add_argument(
         "--group-outputs",
         action="store_true",
         help="show each node's output together, node by node, when the cell ends "
@@ -436,9 +442,10 @@ def parse_size(option: str, text: str) -> int:
 
 def available_providers() -> tuple[str, ...]:
     """The providers this version implements (a provider module registers itself)."""
-    from ..providers import PROVIDERS as IMPLEMENTED
+    from ..session import Session
 
-    return tuple(name for name in PROVIDERS if name in IMPLEMENTED)
+    implemented = Session.provider_names()
+    return tuple(name for name in PROVIDERS if name in implemented)
 
 
 def spec_from(args: argparse.Namespace) -> ClusterSpec:

@@ -41,6 +41,7 @@ from ..events import (
 from ..lines import LineSink
 from ..secrets import mask_url_credentials
 from .agent_client import AgentClient
+from .agents import Agents
 from .environment import GPU_STACK, describe_environment
 from .hostkey import ROTATE_SCRIPT, confirm_host_key
 from .package_sync import NETWORK_ERROR, UV_OPTIONS, SyncReport, install_pins
@@ -113,11 +114,11 @@ def agent_bundle() -> bytes:
 class Bootstrapper:
     """Answers ``BootstrapRequested``; keeps each bootstrapped node's agent client."""
 
-    def __init__(self, bus: EventBus, registry: Registry) -> None:
+    def __init__(self, bus: EventBus, registry: Registry, agents: Agents | None = None) -> None:
         self.bus = bus
         self.registry = registry
-        self.agents: dict[str, AgentClient] = {}
-        self.connections: dict[str, Any] = {}
+        self.agents = agents if agents is not None else Agents(bus)
+        self._connections: dict[str, Any] = {}  # of nodes being bootstrapped
         self.on_host_key: Callable[[Any, str], None] | None = None
         """Told when a node's host key was rotated (the ledger records the new one)."""
         self.sync_reports: dict[str, SyncReport] = {}
@@ -130,12 +131,10 @@ class Bootstrapper:
 
     async def disconnect(self, instance_id: str) -> None:
         """Close the agent channel and SSH connection of an instance."""
-        agent = self.agents.pop(instance_id, None)
-        if agent is not None:
-            await agent.aclose()
-        connection = self.connections.pop(instance_id, None)
+        connection = self._connections.pop(instance_id, None)
         if connection is not None:
             connection.close()
+        await self.agents.disconnect(instance_id)
 
     async def _on_bootstrap_requested(self, request: BootstrapRequested) -> None:
         node = request.instance
@@ -148,7 +147,7 @@ class Bootstrapper:
         phase = "connect"
         try:
             connection = await self._phase(node, phase, lambda: self._connect(node, record))
-            self.connections[node.instance.id] = connection
+            self._connections[node.instance.id] = connection
             phase = "python"
             found = await self._phase(
                 node, phase, lambda: self._python(connection, node, spec.python, spec.interpreter)
@@ -181,7 +180,8 @@ class Bootstrapper:
             error = f"{message}\n{output}" if output else message
             respond(self.bus, request, BootstrapFailed(node, phase, error))
             return
-        self.agents[node.instance.id] = agent
+        self._connections.pop(node.instance.id, None)
+        self.agents.add(connection, agent)
         respond(self.bus, request, InstanceBootstrapped(node))
 
     async def _connect(self, node: NodeInstance, record: Any) -> Any:
@@ -363,19 +363,6 @@ class Bootstrapper:
             stdin=agent_bundle(),
         )
         return await self._start_agent(connection, node, home, cluster_id, spec, orphan)
-
-    async def attach(self, node: NodeInstance, host_public_key: str, cluster: Any) -> AgentClient:
-        """Take over the running agent of an instance another kernel bootstrapped."""
-        iid = node.instance.id
-        connection = await connect(node, host_public_key, timeout=60.0)
-        self.connections[iid] = connection
-        result = await connection.run("cd ~ && echo $HOME", check=True)
-        home = str(result.stdout).strip()
-        agent = AgentClient(self.bus, node, connection, f"{home}/.skyward/agent.sock")
-        agent.last_seq = 1 << 62  # only what happens from now on: no replay of old cells
-        await agent.open(timeout=20.0)
-        self.agents[iid] = agent
-        return agent
 
     async def _start_agent(
         self,

@@ -20,9 +20,9 @@ LIFECYCLE = (
 
 RECORD = """\
 %load_ext skyward
-from skyward.jupyter.extension import pool as _pool
+from skyward.jupyter.extension import session as _session
 facts = []
-_pool().bus.subscribe_all(lambda event: facts.append(type(event).__name__))
+_session().bus.subscribe_all(lambda event: facts.append(type(event).__name__))
 """
 
 CELL = """\

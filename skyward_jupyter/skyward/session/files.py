@@ -13,20 +13,23 @@ import asyncio
 import fnmatch
 import os
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
-from IPython.display import display
 
+from ..errors import SkywardError
 from ..transport.files import Manifest, get, push
-from .local_code import cells_folder
+from .local_code import CODE, cells_folder
 
-__all__ = ["command", "folder_files", "get_command", "put_command", "sync_command"]
+__all__ = ["Progress", "folder_files", "size_text", "transfer"]
 
 LARGE = 1_000_000_000  # a folder over this size gets a warning
-BAR_FROM = 8_000_000  # transfers over this size show a progress bar
+
+Progress = Callable[[str], Callable[[int, int], None]]
+"""Makes the progress callback ``(done, total)`` of a transfer with this label."""
+Say = Callable[[str], None]
 
 
 def _git_files(folder: str) -> list[str] | None:
@@ -70,7 +73,7 @@ def folder_files(folder: str) -> list[str]:
     if found is not None:
         return sorted(found)
     patterns = [".git", "__pycache__", ".ipynb_checkpoints", *_ignore_patterns(folder)]
-    names = []
+    names: list[str] = []
     for root, dirs, files in os.walk(folder):
         rel_root = os.path.relpath(root, folder).replace(os.sep, "/")
         rel_root = "" if rel_root == "." else rel_root + "/"
@@ -104,7 +107,8 @@ def _remote_path(remote: str) -> str:
     return f"{cells_folder()}/{remote}"
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """``n`` bytes in B, KB, MB or GB (powers of 1000), for the users' lines."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -112,44 +116,23 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-class _Bar:
-    """A text progress bar in the cell, at most 10 updates a second."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.start = time.monotonic()
-        self.handle: Any = None
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if total < BAR_FROM or (now - self.last < 0.1 and done < total):
-            return
-        self.last = now
-        width = 30
-        filled = int(width * done / total) if total else width
-        rate = done / max(now - self.start, 1e-6)
-        text = (
-            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{_size(done)} / {_size(total)} ({100 * done / total:.0f}%, {_size(rate)}/s)"
-        )
-        if self.handle is None:
-            self.handle = display({"text/plain": text}, raw=True, display_id=True)
-        else:
-            self.handle.update({"text/plain": text}, raw=True)
-
-
-async def sync_command(targets: list[tuple[int, str, Any]], folders: list[str], manifests) -> int:
+async def sync_command(
+    targets: list[tuple[int, str, Any]],
+    folders: list[str],
+    manifests: Callable[[str], Manifest],
+    say: Say,
+    warn: Say,
+    progress: Progress,
+) -> int:
     """Send each folder to every target ``(node, instance id, connection)``; returns the
     bytes sent (0 when every node holds every file already)."""
     total = 0
     for folder in folders or ["."]:
         names, size = await asyncio.to_thread(_listing, folder)
         if size > LARGE:
-            print(
-                f"skyward: {folder} holds {_size(size)} ({len(names)} files) to send to "
-                f"{len(targets)} node(s); consider a .gitignore, or data the nodes download",
-                file=sys.stderr,
+            warn(
+                f"skyward: {folder} holds {size_text(size)} ({len(names)} files) to send to "
+                f"{len(targets)} node(s); consider a .gitignore, or data the nodes download"
             )
         remote = _remote_for(folder)
         pairs = [(os.path.join(folder, n), f"{remote}/{n}") for n in names]
@@ -158,32 +141,39 @@ async def sync_command(targets: list[tuple[int, str, Any]], folders: list[str], 
         async def one(iid: str, connection: Any, pairs: list = pairs) -> Any:
             return await push(connection, pairs, manifests(iid))
 
-        bar = _Bar(f"sync {folder}")
+        bar = progress(f"sync {folder}")
         results = await asyncio.gather(*(one(iid, c) for _, iid, c in targets))
         sent = sum(r.bytes_sent for r in results)
         files = sum(len(r.written) for r in results)
         bar(sent, sent)
         total += sent
-        print(
+        say(
             f"synced {folder} → ~/{remote} on {len(targets)} node(s): {files} file(s), "
-            f"{_size(sent)} sent, {sum(r.unchanged for r in results)} unchanged, "
+            f"{size_text(sent)} sent, {sum(r.unchanged for r in results)} unchanged, "
             f"in {time.monotonic() - start:.1f} s"
         )
     return total
 
 
-async def get_command(node: int, connection: Any, remote: str, local: str | None) -> int:
+async def get_command(
+    node: int, connection: Any, remote: str, local: str | None, say: Say, progress: Progress
+) -> int:
     """Bring ``remote`` (a file or folder of node ``node``) here; returns its bytes."""
     source = _remote_path(remote)
     target = local or os.path.basename(remote.rstrip("/")) or "download"
     start = time.monotonic()
-    size = await get(connection, source, target, _Bar(f"get {remote}"))
-    print(f"node {node}: {remote} → {target} ({_size(size)} in {time.monotonic() - start:.1f} s)")
+    size = await get(connection, source, target, progress(f"get {remote}"))
+    say(f"node {node}: {remote} → {target} ({size_text(size)} in {time.monotonic() - start:.1f} s)")
     return size
 
 
 async def put_command(
-    targets: list[tuple[int, str, Any]], local: str, remote: str | None, manifests
+    targets: list[tuple[int, str, Any]],
+    local: str,
+    remote: str | None,
+    manifests: Callable[[str], Manifest],
+    say: Say,
+    progress: Progress,
 ) -> int:
     """Send the file ``local`` to every target; returns the bytes sent."""
     if not await asyncio.to_thread(os.path.isfile, local):
@@ -191,39 +181,41 @@ async def put_command(
     destination = _remote_path(remote) if remote else _remote_for(local)
     if remote and remote.endswith("/"):
         destination = destination.rstrip("/") + "/" + os.path.basename(local)
-    bar = _Bar(f"put {local}")
+    bar = progress(f"put {local}")
     results = await asyncio.gather(
         *(push(c, [(local, destination)], manifests(iid), bar) for _, iid, c in targets)
     )
     sent = sum(r.bytes_sent for r in results)
-    print(f"put {local} → ~/{destination} on {len(targets)} node(s) ({_size(sent)} sent)")
+    say(f"put {local} → ~/{destination} on {len(targets)} node(s) ({size_text(sent)} sent)")
     return sent
 
 
-async def command(pool: Any, name: str, args: Any) -> None:
-    """Run ``%skyward sync|get|put`` on ``pool``'s ready cluster."""
-    from ..errors import SkywardError
-    from . import options
-    from .local_code import CODE, targets
+async def transfer(
+    targets: list[tuple[int, str, Any]],
+    name: str,
+    args: Any,
+    say: Say,
+    warn: Say,
+    progress: Progress,
+) -> None:
+    """Run ``%skyward sync|get|put`` with ``args`` to ``(node, instance id, connection)``
+    targets; file errors become :class:`SkywardError`."""
 
-    def manifests(iid: str) -> Any:
+    def manifests(iid: str) -> Manifest:
         return CODE.manifests.setdefault(iid, Manifest())
 
-    on = getattr(args, "on", "all")
-    nodes = pool.select(options.parse_targets(on))
-    found = [(n, iid, c) for n, iid, c, _ in targets(pool, nodes)]
-    if not found:
+    if not targets:
         raise SkywardError("no node is connected: `%skyward status` says why")
     try:
         if name == "sync":
-            await sync_command(found, args.dirs, manifests)
+            await sync_command(targets, args.dirs, manifests, say, warn, progress)
         elif name == "put":
-            await put_command(found, args.local, args.remote, manifests)
+            await put_command(targets, args.local, args.remote, manifests, say, progress)
         else:
-            if len(found) > 1:
+            if len(targets) > 1:
                 raise SkywardError("%skyward get --on takes one node")
-            node, _, connection = found[0]
-            await get_command(node, connection, args.remote, args.local)
+            node, _, connection = targets[0]
+            await get_command(node, connection, args.remote, args.local, say, progress)
     except FileNotFoundError as exc:
         raise SkywardError(str(exc)) from None
     except (OSError, asyncssh.SFTPError) as exc:

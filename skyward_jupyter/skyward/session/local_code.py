@@ -23,7 +23,7 @@ from typing import Any
 
 from ..transport.files import Manifest, push
 
-__all__ = ["CODE", "CodeSync", "before_cell", "cells_folder", "local_files", "targets"]
+__all__ = ["CODE", "CodeSync", "cells_folder", "local_files"]
 
 MAX_FILES = 2000
 
@@ -71,7 +71,7 @@ def _root_of(top: Any) -> tuple[str, str] | None:
 
 
 def _package_files(package: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for folder, dirs, files in os.walk(package):
         dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
         found.extend(os.path.join(folder, f) for f in files if f.endswith(".py"))
@@ -156,24 +156,3 @@ class CodeSync:
 
 CODE = CodeSync()
 """This kernel's: one manifest per instance, shared with ``%skyward sync``."""
-
-
-def targets(pool: Any, nodes: list[Any]) -> list[tuple[int, str, Any, Any]]:
-    """``(node, instance id, connection, agent)`` of each of ``nodes`` that is connected."""
-    boot = pool.bootstrapper
-    found = []
-    for n in nodes:
-        iid = n.instance.id
-        connection, agent = boot.connections.get(iid), boot.agents.get(iid)
-        if connection is not None and agent is not None:
-            found.append((n.node, iid, connection, agent))
-    return found
-
-
-async def before_cell(pool: Any, nodes: list[Any]) -> None:
-    """Bring the nodes' copy of the kernel's local code up to date (a failure is one
-    warning line: the cell still runs)."""
-    try:
-        await CODE.before_cell([(iid, c, a) for _, iid, c, a in targets(pool, nodes)])
-    except Exception as exc:
-        print(f"skyward: could not send the kernel's local modules: {exc}", file=sys.stderr)
