@@ -1,6 +1,6 @@
 """The layer rules of ARCHITECTURE.md, read from the source's import statements.
 
-Every ``import`` and ``from ... import`` of ``skyward`` counts: relative ones resolved,
+Every ``import`` and ``from ... import`` in ``skyward``'s modules counts: relative ones resolved,
 those under ``if TYPE_CHECKING:`` and those inside functions too, since a rule broken
 lazily is still broken. Only the statements are read (nothing is imported), so a parent
 package's ``__init__`` that Python runs on the way to a submodule is not an edge.
@@ -86,8 +86,14 @@ def _imports_of(module: str, path: Path) -> list[Import]:
                 Import(module, target, path, node.lineno, type_only)
                 for target in dict.fromkeys(targets)
             )
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                visit(child, True)
+            for child in node.orelse:
+                visit(child, type_only)
+            return
         for child in ast.iter_child_nodes(node):
-            visit(child, type_only or (isinstance(node, ast.If) and _is_type_checking(node.test)))
+            visit(child, type_only)
 
     visit(ast.parse(path.read_text(), str(path)), False)
     return found
