@@ -5,82 +5,14 @@ of ``spec/events-api.txt``. The Jupyter layer is imported only when the extensio
 so ``import skyward`` stays instant (and works on an instance, where the agent uses it).
 """
 
-from .events import (
-    BootstrapCommand,
-    BootstrapFailed,
-    BootstrapPhase,
-    BootstrapRequested,
-    ClusterDestroyed,
-    ClusterId,
-    ClusterProvisioned,
-    ClusterReady,
-    ClusterRequested,
-    ConsoleOutput,
-    Error,
-    Event,
-    Fact,
-    InstanceBootstrapped,
-    InstanceDestroyed,
-    InstanceId,
-    InstanceLaunched,
-    InstancePreempted,
-    InstanceProvisioned,
-    InstanceReplaced,
-    InstanceRequested,
-    InstanceRunning,
-    Log,
-    Metric,
-    NodeId,
-    NodeInstance,
-    ProviderName,
-    Request,
-    RequestId,
-    ShutdownRequested,
-    TaskCompleted,
-    TaskStarted,
-)
+from . import events
+from .events import *  # noqa: F403 - the page's vocabulary, listed once, in events.__all__
 from .remote import metric, node
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BootstrapCommand",
-    "BootstrapFailed",
-    "BootstrapPhase",
-    "BootstrapRequested",
-    "ClusterDestroyed",
-    "ClusterId",
-    "ClusterProvisioned",
-    "ClusterReady",
-    "ClusterRequested",
-    "ConsoleOutput",
-    "Error",
-    "Event",
-    "Fact",
-    "InstanceBootstrapped",
-    "InstanceDestroyed",
-    "InstanceId",
-    "InstanceLaunched",
-    "InstancePreempted",
-    "InstanceProvisioned",
-    "InstanceReplaced",
-    "InstanceRequested",
-    "InstanceRunning",
-    "Log",
-    "Metric",
-    "NodeId",
-    "NodeInstance",
-    "ProviderName",
-    "Request",
-    "RequestId",
-    "ShutdownRequested",
-    "TaskCompleted",
-    "TaskStarted",
-    "load_ipython_extension",
-    "metric",
-    "node",
-    "unload_ipython_extension",
-]
+__all__ = ["load_ipython_extension", "metric", "node", "unload_ipython_extension"]
+__all__ += events.__all__
 
 
 def load_ipython_extension(ipython: object) -> None:

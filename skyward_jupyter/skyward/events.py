@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .model import Cluster, ClusterSpec, Instance
+from .model import Cluster, ClusterSpec, Instance, NodeId, NodeInstance, ProviderName
 
 __all__ = [
     "BootstrapCommand",
@@ -46,7 +46,6 @@ __all__ = [
     "NodeId",
     "NodeInstance",
     "ProviderName",
-    "ReplyTo",
     "Request",
     "RequestId",
     "ShutdownRequested",
@@ -57,22 +56,7 @@ __all__ = [
 RequestId = str
 ClusterId = str
 InstanceId = str
-NodeId = int
-ProviderName = Literal["aws", "gcp", "vastai", "verda", "runpod", "container"]
 ReplyTo = Callable[[Any], None] | None
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInstance:
-    """Instance bound to a node — infrastructure context + offer."""
-
-    instance: Instance
-    node: NodeId
-    provider: ProviderName
-    ssh_user: str
-    ssh_key_path: str
-    ssh_password: str | None = None
-    network_interface: str = ""
 
 
 # Requests

@@ -1,18 +1,29 @@
-"""The records that events carry: offers, instances, cluster specs and clusters.
+"""The records that events carry: offers, instances, node bindings, cluster specs, clusters.
 
 These are the types that ``spec/event-fields.md`` gives to the fields the seed page leaves
 open. Like the events, they are frozen, slotted dataclasses with no behaviour and no I/O.
+``NodeInstance`` (and the two aliases it needs) is on the seed page, so ``events`` exports
+it; it lives here because ``Cluster`` holds it, and a record must not import the events.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from .events import NodeInstance
+__all__ = [
+    "Cluster",
+    "ClusterSpec",
+    "Instance",
+    "NodeId",
+    "NodeInstance",
+    "Offer",
+    "ProviderName",
+    "SpotPolicy",
+]
 
-__all__ = ["Cluster", "ClusterSpec", "Instance", "Offer", "SpotPolicy"]
+NodeId = int
+ProviderName = Literal["aws", "gcp", "vastai", "verda", "runpod", "container"]
 
 SpotPolicy = Literal["auto", "always", "never"]
 """``always``: spot only; ``never``: on-demand only; ``auto``: the cheapest of both."""
@@ -77,6 +88,19 @@ class ClusterSpec:
     sync_packages: bool = True
     interpreter: str = ""
     sync_dirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInstance:
+    """Instance bound to a node — infrastructure context + offer."""
+
+    instance: Instance
+    node: NodeId
+    provider: ProviderName
+    ssh_user: str
+    ssh_key_path: str
+    ssh_password: str | None = None
+    network_interface: str = ""
 
 
 @dataclass(frozen=True, slots=True)

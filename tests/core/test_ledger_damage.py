@@ -163,9 +163,10 @@ def test_a_damaged_file_that_cannot_be_kept_aside_is_not_overwritten(tmp_path, m
     assert "cannot read the ledger" in ledger.check()[-1]
 
 
-def test_every_field_of_an_entry_is_type_checked_when_read():
+def test_every_field_of_a_record_is_type_checked_when_read():
     from dataclasses import fields
 
-    from skyward.core.ledger import _TYPES, LedgerEntry
+    from skyward.core.ledger_entries import _CLUSTER_TYPES, _TYPES, ClusterEntry, LedgerEntry
 
     assert set(_TYPES) == {f.name for f in fields(LedgerEntry)}
+    assert set(_CLUSTER_TYPES) == {f.name for f in fields(ClusterEntry)}

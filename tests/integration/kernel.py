@@ -1,11 +1,14 @@
 """A real kernel driven through jupyter_client, recording every iopub message with the
-time it arrived, so tests can assert on streaming (not only on final outputs)."""
+time it arrived, so tests can assert on streaming (not only on final outputs); and the
+ways the tests start one: with the extension loaded, or with a cluster up as well."""
 
 from __future__ import annotations
 
 import queue
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +109,8 @@ class Kernel:
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
+        self.up: Result | None = None
+        """What the ``%skyward up`` of :func:`cluster` showed."""
 
     def execute(self, code: str, timeout: float = 120, on_message=None) -> Result:
         sent = time.monotonic()
@@ -143,3 +148,34 @@ class Kernel:
     def shutdown(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=False)
+
+
+def ok(kernel: Kernel, code: str, **kw: Any) -> Result:
+    """Execute a cell that must succeed; its output is the failure's message."""
+    result = kernel.execute(code, **kw)
+    assert result.ok, result.text()
+    return result
+
+
+@contextmanager
+def loaded(**options: Any) -> Iterator[Kernel]:
+    """A kernel (``Kernel``'s options) with ``%load_ext skyward`` done and its lifecycle
+    facts recorded in ``_facts`` (``RECORD_FACTS``), shut at the end."""
+    kernel = Kernel(**options)
+    try:
+        ok(kernel, "%load_ext skyward")
+        ok(kernel, RECORD_FACTS)
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+@contextmanager
+def cluster(up: str, timeout: float = 600, **options: Any) -> Iterator[Kernel]:
+    """A loaded kernel after ``%skyward up <up>``; the cluster goes down at the end."""
+    with loaded(**options) as kernel:
+        try:
+            kernel.up = ok(kernel, f"%skyward up {up}", timeout=timeout)
+            yield kernel
+        finally:
+            kernel.execute("%skyward down", timeout=60)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.providers.clouds import CLOUDS, Cloud, open_cloud
 
-from .kernel import Kernel
+from .kernel import Kernel, loaded
 from .test_faults import ledger, wait_until
 
 pytestmark = pytest.mark.slow
@@ -71,6 +71,12 @@ def assert_gone(cloud: Cloud, cluster_id: str, timeout: float = 90) -> None:
     assert wait_until(lambda: cloud.backing() == 0, 30), "a real node is left running"
 
 
+def assert_gone_at_the_next_load(cloud: Cloud, cluster_id: str) -> None:
+    """A new kernel's ``%load_ext skyward`` destroys what a dead kernel left of the cluster."""
+    with loaded(env=cloud.kernel_env()):
+        assert_gone(cloud, cluster_id)
+
+
 @pytest.mark.parametrize("capacity", ["available", "sold out"])
 def test_sigkilled_kernels_cluster_is_destroyed_at_the_next_load(cloud, capacity):
     k, cluster_id = up(cloud)
@@ -81,13 +87,7 @@ def test_sigkilled_kernels_cluster_is_destroyed_at_the_next_load(cloud, capacity
     assert cloud.live(), "a SIGKILLed kernel destroys nothing"
     if capacity == "sold out":
         cloud.sell_out()
-    k2 = Kernel(env=cloud.kernel_env())
-    try:
-        loaded = k2.execute("%load_ext skyward")
-        assert loaded.ok, loaded.text()
-        assert_gone(cloud, cluster_id)
-    finally:
-        k2.shutdown()
+    assert_gone_at_the_next_load(cloud, cluster_id)
 
 
 def test_attach_to_a_kept_cluster_keeps_it_reachable_and_its_rules(cloud):
@@ -101,9 +101,7 @@ def test_attach_to_a_kept_cluster_keeps_it_reachable_and_its_rules(cloud):
         k.shutdown()  # a normal exit: a kept cluster stays
     assert cloud.live() == live and cloud.resources() == before
     cloud.sell_out()  # taking over a running cluster needs no capacity
-    k2 = Kernel(env=cloud.kernel_env())
-    try:
-        assert k2.execute("%load_ext skyward").ok
+    with loaded(env=cloud.kernel_env()) as k2:
         attached = k2.execute(f"%skyward attach {name}", timeout=120)
         assert attached.ok and "attached cluster" in attached.text(), attached.text()
         result = k2.execute("%%skyward run --no-push\nmarker", timeout=60)
@@ -114,8 +112,6 @@ def test_attach_to_a_kept_cluster_keeps_it_reachable_and_its_rules(cloud):
         down = k2.execute("%skyward down", timeout=180)
         assert down.ok, down.text()
         assert_gone(cloud, cluster_id)
-    finally:
-        k2.shutdown()
 
 
 def test_clean_kernel_shutdown_destroys_the_cluster(cloud):
@@ -162,10 +158,4 @@ def test_resources_of_a_kernel_killed_before_its_first_launch_go_at_the_next_loa
     if cloud.name != "runpod":  # RunPod has no cluster-level resources
         assert cloud.resources(), "prepare made the cluster's shared resources"
     cloud.sell_out()
-    k = Kernel(env=cloud.kernel_env())
-    try:
-        loaded = k.execute("%load_ext skyward")
-        assert loaded.ok, loaded.text()
-        assert_gone(cloud, cluster_id)
-    finally:
-        k.shutdown()
+    assert_gone_at_the_next_load(cloud, cluster_id)

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from .kernel import Kernel
+from .kernel import cluster, ok
 
 pytestmark = pytest.mark.slow
 
@@ -24,20 +24,9 @@ NODE_DIGEST = "__import__('hashlib').sha256({name}.tobytes()).hexdigest()"
 
 @pytest.fixture(scope="module")
 def k():
-    kernel = Kernel()
-    assert kernel.execute("%load_ext skyward").ok
-    result = kernel.execute("%skyward up --provider container --nodes 4 --pip numpy", timeout=600)
-    assert result.ok, result.text()
-    ok(kernel, f"import numpy as np, hashlib, os\nMB = {MB}")
-    yield kernel
-    kernel.execute("%skyward down", timeout=60)
-    kernel.shutdown()
-
-
-def ok(kernel, code, **kw):
-    result = kernel.execute(code, **kw)
-    assert result.ok, result.text()
-    return result
+    with cluster("--provider container --nodes 4 --pip numpy") as kernel:
+        ok(kernel, f"import numpy as np, hashlib, os\nMB = {MB}")
+        yield kernel
 
 
 def value(kernel, expression):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .kernel import Kernel
+from .kernel import cluster, loaded, ok
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,6 @@ PLOT = (
     "fig, ax = plt.subplots(figsize=(2, 2), dpi=50)\nax.plot(xs, ys)\n"
     "print(np.round(ys, 3).tolist(), matplotlib.__version__)\nfig"
 )
-
-
-def ok(kernel, code, **kw):
-    result = kernel.execute(code, **kw)
-    assert result.ok, result.text()
-    return result
 
 
 def outputs(result):
@@ -63,18 +57,13 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def k(folder):
-    kernel = Kernel(cwd=str(folder))
-    assert kernel.execute("%load_ext skyward").ok
-    up = kernel.execute("%skyward up --provider container --nodes 2", timeout=900)
-    assert up.ok, up.text()
-    kernel.up_text = up.text()
-    yield kernel
-    kernel.execute("%skyward down", timeout=60)
-    kernel.shutdown()
+    with cluster("--provider container --nodes 2", timeout=900, cwd=str(folder)) as kernel:
+        yield kernel
 
 
 def test_notebook_runs_remotely_as_locally_with_no_pip(k):
-    assert "package sync:" in k.up_text and "left behind (frontend only): " in k.up_text
+    up = k.up.text()
+    assert "package sync:" in up and "left behind (frontend only): " in up
     local = ok(k, PLOT)
     remote = ok(k, "%%skyward run --on 0\n" + PLOT)
     assert outputs(remote) == outputs(local)
@@ -192,10 +181,8 @@ def pinned(tmp_path_factory):
     )
     _absent_distribution(target)
     env = dict(os.environ, PYTHONPATH=str(target))
-    kernel = Kernel(env=env, cwd=str(tmp_path_factory.mktemp("pinned-nb")))
-    assert kernel.execute("%load_ext skyward").ok
-    yield kernel
-    kernel.shutdown()
+    with loaded(env=env, cwd=str(tmp_path_factory.mktemp("pinned-nb"))) as kernel:
+        yield kernel
 
 
 def test_pinned_package_is_at_that_version_on_the_node(pinned):

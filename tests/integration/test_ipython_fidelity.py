@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .kernel import ANSI, Kernel
+from .kernel import ANSI, cluster
 
 pytestmark = pytest.mark.slow
 
@@ -99,13 +99,8 @@ def outputs(result) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def kernel():
-    k = Kernel()
-    assert k.execute("%load_ext skyward").ok
-    up = k.execute("%skyward up --provider container --pip matplotlib numpy tqdm", timeout=600)
-    assert up.ok, up.text()
-    yield k
-    k.execute("%skyward down", timeout=60)
-    k.shutdown()
+    with cluster("--provider container --pip matplotlib numpy tqdm") as k:
+        yield k
 
 
 def test_shell_commands_print_on_the_node(kernel):

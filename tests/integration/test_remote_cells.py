@@ -1,4 +1,4 @@
-"""Remote cells that feel local (issue 5), through a real kernel and real SSH."""
+"""Remote cells that feel local, through a real kernel and real SSH."""
 
 from __future__ import annotations
 
@@ -9,29 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from .kernel import RECORD_FACTS, Kernel
+from .kernel import cluster, ok
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def k():
-    kernel = Kernel()
-    assert kernel.execute("%load_ext skyward").ok
-    assert kernel.execute(RECORD_FACTS).ok
-    result = kernel.execute(
-        "%skyward up --provider container --nodes 2 --pip matplotlib", timeout=600
-    )
-    assert result.ok, result.text()
-    yield kernel
-    kernel.execute("%skyward down", timeout=60)
-    kernel.shutdown()
-
-
-def ok(kernel, code, **kw):
-    result = kernel.execute(code, **kw)
-    assert result.ok, result.text()
-    return result
+    with cluster("--provider container --nodes 2 --pip matplotlib") as kernel:
+        yield kernel
 
 
 def test_variables_in_automatically_and_forced(k):

@@ -22,6 +22,9 @@ nobody knows about, so the file is never trusted blindly nor overwritten in doub
   :meth:`Ledger.notices` tells the user what happened, in one line;
 - fields this version does not know (a newer version wrote them) are kept in the file
   and ignored; an entry this version cannot read at all is kept as it is and reported.
+
+The records and their strict reading are in ``ledger_entries``, the salvage of a damaged
+file in ``ledger_repair``; their public names are importable from here.
 """
 
 from __future__ import annotations
@@ -35,13 +38,23 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError
 from ..model import ClusterSpec
-from ..secrets import mask_url_credentials
+from .ledger_entries import (
+    CLUSTER_RECORD,
+    ClusterEntry,
+    KernelIdentity,
+    LedgerEntry,
+    cluster_from,
+    cluster_key,
+    entry_from,
+    is_cluster_record,
+    recorded,
+    spec_from_dict,
+)
 from .ledger_repair import LedgerDamage, salvage
 from .private_files import private_dir, sync_dir, write_atomically
 
@@ -54,202 +67,6 @@ __all__ = [
     "cluster_key",
     "spec_from_dict",
 ]
-
-CLUSTER_RECORD = "cluster"
-"""The ``record`` field of a cluster's resource record (an instance entry has none)."""
-
-
-@dataclass(frozen=True, slots=True)
-class KernelIdentity:
-    """A process, told apart from a later one that reuses its pid."""
-
-    pid: int
-    started: str
-
-    @classmethod
-    def current(cls) -> KernelIdentity:
-        return cls.of(os.getpid())
-
-    @classmethod
-    def of(cls, pid: int) -> KernelIdentity:
-        """The process running as ``pid`` now."""
-        return cls(pid, _start_time(pid))
-
-    def alive(self) -> bool:
-        """Whether this very process still runs."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return _start_time(self.pid) == self.started
-
-
-def _start_time(pid: int) -> str:
-    """The process's start time (clock ticks since boot), "" if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
-        return ""
-    return fields[19]
-
-
-@dataclass(slots=True)
-class LedgerEntry:
-    """One instance (or one launch whose instance id is not known yet)."""
-
-    key: str
-    provider: str
-    cluster_id: str
-    node: int
-    kernel_pid: int
-    kernel_started: str
-    spec: dict[str, Any]
-    instance_id: str | None = None
-    launched_at: float = field(default_factory=time.time)
-    price_per_hour: float = 0.0
-    keep: bool = False
-    host_public_key: str = ""
-    ip: str = ""
-    private_ip: str = ""
-    ssh_port: int = 22
-    ssh_user: str = ""
-    key_path: str = ""
-
-    @property
-    def kernel(self) -> KernelIdentity:
-        return KernelIdentity(self.kernel_pid, self.kernel_started)
-
-
-@dataclass(slots=True)
-class ClusterEntry:
-    """One cluster's shared resources: kind -> names and ids, each recorded before the
-    provider creates it."""
-
-    cluster_id: str
-    provider: str
-    kernel_pid: int
-    kernel_started: str
-    spec: dict[str, Any]
-    resources: dict[str, list[str]] = field(default_factory=dict)
-    keep: bool = False
-    key_path: str = ""
-    created_at: float = field(default_factory=time.time)
-
-    @property
-    def kernel(self) -> KernelIdentity:
-        return KernelIdentity(self.kernel_pid, self.kernel_started)
-
-    @property
-    def key(self) -> str:
-        return cluster_key(self.cluster_id)
-
-
-def cluster_key(cluster_id: str) -> str:
-    """Where a cluster's resource record is kept in the ledger file."""
-    return f"{cluster_id}/{CLUSTER_RECORD}"
-
-
-_CLUSTER_TYPES: dict[str, type | tuple[type, ...]] = {
-    "cluster_id": str,
-    "provider": str,
-    "kernel_pid": int,
-    "kernel_started": str,
-    "spec": dict,
-    "resources": dict,
-    "keep": bool,
-    "key_path": str,
-    "created_at": (int, float),
-}
-_CLUSTER_REQUIRED = ("cluster_id", "provider", "kernel_pid", "kernel_started", "spec")
-
-
-def _is_cluster_record(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("record") == CLUSTER_RECORD
-
-
-def _cluster_from(value: Any) -> ClusterEntry | str:
-    """The cluster record a stored object describes, or why this version cannot read it."""
-    missing = [name for name in _CLUSTER_REQUIRED if name not in value]
-    if missing:
-        return f"no {', '.join(missing)}"
-    wrong = [
-        n for n, kind in _CLUSTER_TYPES.items() if n in value and not isinstance(value[n], kind)
-    ]
-    resources = value.get("resources", {})
-    if isinstance(resources, dict) and not all(
-        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in resources.values()
-    ):
-        wrong.append("resources")
-    if wrong:
-        return f"unexpected {', '.join(wrong)}"
-    known = (f.name for f in dataclasses.fields(ClusterEntry))
-    found = ClusterEntry(**{name: value[name] for name in known if name in value})
-    found.resources = {kind: list(ids) for kind, ids in found.resources.items()}
-    return found
-
-
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "key": str,
-    "provider": str,
-    "cluster_id": str,
-    "node": int,
-    "kernel_pid": int,
-    "kernel_started": str,
-    "spec": dict,
-    "instance_id": (str, type(None)),
-    "launched_at": (int, float),
-    "price_per_hour": (int, float),
-    "keep": bool,
-    "host_public_key": str,
-    "ip": str,
-    "private_ip": str,
-    "ssh_port": int,
-    "ssh_user": str,
-    "key_path": str,
-}
-_REQUIRED = ("key", "provider", "cluster_id", "node", "kernel_pid", "kernel_started", "spec")
-
-
-def _entry_from(value: Any) -> LedgerEntry | str:
-    """The entry a stored object describes, or why this version cannot read it.
-
-    Fields it does not know are left out here (and kept in the file by the caller).
-    """
-    if not isinstance(value, dict):
-        return f"a JSON {type(value).__name__}, not an object"
-    missing = [name for name in _REQUIRED if name not in value]
-    if missing:
-        return f"no {', '.join(missing)}"
-    wrong = [n for n, kind in _TYPES.items() if n in value and not isinstance(value[n], kind)]
-    if wrong:
-        return f"unexpected {', '.join(wrong)}"
-    known = (f.name for f in dataclasses.fields(LedgerEntry))
-    return LedgerEntry(**{name: value[name] for name in known if name in value})
-
-
-def spec_from_dict(data: dict[str, Any]) -> ClusterSpec:
-    """A ClusterSpec back from its ledger form (lists become tuples again)."""
-    values = dict(data)
-    for name in ("pip", "apt", "sync_dirs"):
-        values[name] = tuple(values.get(name, ()))
-    # names only (an older ledger kept (name, value) pairs: their values are dropped)
-    values["env"] = tuple(
-        item[0] if isinstance(item, list | tuple) else item for item in values.get("env", ())
-    )
-    known = {f.name for f in dataclasses.fields(ClusterSpec)}
-    return ClusterSpec(**{k: v for k, v in values.items() if k in known})
-
-
-def _recorded(spec: ClusterSpec) -> dict[str, Any]:
-    """The spec as the ledger keeps it: no credentials in ``--pip`` URLs."""
-    values = dataclasses.asdict(spec)
-    values["pip"] = [mask_url_credentials(p) for p in spec.pip]
-    return values
 
 
 class Ledger:
@@ -298,7 +115,7 @@ class Ledger:
     def _classify(self, stored: dict[str, Any]) -> dict[str, Any]:
         self.unreadable = {}
         for key, value in stored.items():
-            entry = _cluster_from(value) if _is_cluster_record(value) else _entry_from(value)
+            entry = cluster_from(value) if is_cluster_record(value) else entry_from(value)
             if isinstance(entry, str):
                 self.unreadable[key] = entry
         return stored
@@ -376,7 +193,7 @@ class Ledger:
             node,
             kernel.pid,
             kernel.started,
-            _recorded(spec),
+            recorded(spec),
             keep=bool(fields.pop("keep", False)),
             **fields,
         )
@@ -413,14 +230,14 @@ class Ledger:
             keep=keep, key_path=key_path,
         )  # fmt: skip
         with self._locked() as entries:
-            if not _is_cluster_record(entries.get(record.key)):
+            if not is_cluster_record(entries.get(record.key)):
                 entries[record.key] = {"record": CLUSTER_RECORD, **dataclasses.asdict(record)}
 
     def note_resource(self, cluster_id: str, kind: str, resource_id: str) -> None:
         """Add a shared resource to the cluster's record; call it before creating it."""
         with self._locked() as entries:
             value = entries.get(cluster_key(cluster_id))
-            if not _is_cluster_record(value):
+            if not is_cluster_record(value):
                 raise LedgerError(f"no record of cluster {cluster_id} to note its {kind} in")
             resources = value.setdefault("resources", {})
             ids = resources.setdefault(kind, [])
@@ -431,7 +248,7 @@ class Ledger:
         """The resource record of one cluster (None if there is none this version reads)."""
         with self._locked() as entries:
             value = entries.get(cluster_key(cluster_id))
-        found = _cluster_from(value) if _is_cluster_record(value) else None
+        found = cluster_from(value) if is_cluster_record(value) else None
         return found if isinstance(found, ClusterEntry) else None
 
     def clusters(self) -> list[ClusterEntry]:
@@ -440,8 +257,8 @@ class Ledger:
             rows = [
                 found
                 for value in entries.values()
-                if _is_cluster_record(value)
-                and isinstance(found := _cluster_from(value), ClusterEntry)
+                if is_cluster_record(value)
+                and isinstance(found := cluster_from(value), ClusterEntry)
             ]
         return sorted(rows, key=lambda c: c.created_at)
 
@@ -466,7 +283,7 @@ class Ledger:
             rows = [
                 entry
                 for value in entries.values()
-                if isinstance(entry := _entry_from(value), LedgerEntry)
+                if isinstance(entry := entry_from(value), LedgerEntry)
             ]
         return sorted(rows, key=lambda e: e.launched_at)
 
