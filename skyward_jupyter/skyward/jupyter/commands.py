@@ -13,9 +13,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ..core.registry import ClusterState
 from ..errors import SkywardError
-from ..events import Error
 from ..session import Session
 from . import envsync, options
 from .kernel import KERNEL
@@ -32,8 +30,9 @@ def _warn(text: str) -> None:
 
 async def up(session: Session, args: Any) -> None:
     spec = options.spec_from(args)
-    if session.is_up():
-        raise UsageError(f"cluster {session.current.id} is already up; `%skyward down` it first")  # type: ignore[union-attr]
+    current = session.status()
+    if current is not None and session.is_up():
+        raise UsageError(f"cluster {current.id} is already up; `%skyward down` it first")
     if not spec.provider:  # no --provider: the cheapest configured one
         spec, name, offer, compared = await session.choose_provider(spec)
         print(_chosen(name, offer, compared))
@@ -51,25 +50,11 @@ async def up(session: Session, args: Any) -> None:
     finally:
         KERNEL.task = None
     progress.finish(progress.summary(ready))
-    _notices_to(session, progress)
+    session.on_notice(progress.notice)
     reports, left_behind = session.sync_reports()
     envsync.report_up(spec, reports, left_behind)
     if spec.sync_dirs:
         await files(session, "sync", argparse.Namespace(dirs=list(spec.sync_dirs), on="all"))
-
-
-def _notices_to(session: Session, progress: UpProgress) -> None:
-    """The watch's warnings and automatic shutdowns of this cluster, under the up cell."""
-    record = session.current
-    if record is None:
-        return
-    request_id = record.request_id
-
-    def heard(error: Error) -> None:
-        if error.request_id == request_id and not error.fatal:
-            progress.notice(error.message)
-
-    session.events.subscribe(Error, heard)
 
 
 def _chosen(name: str, offer: Any, compared: int) -> str:
@@ -106,29 +91,24 @@ def status(session: Session) -> None:
 
 
 async def down(session: Session) -> None:
-    record = session.current
-    if record is None or record.state is ClusterState.DESTROYED:
+    if not session.is_up():
         print("no cluster is up")
         return
-    instances = len(record.instances)
-    start = time.monotonic()
-    await session.down()
-    left = len(record.instances)
-    note = f"; {left} could not be destroyed, see the errors above" if left else ""
+    done = await session.down()
+    note = f"; {done.left} could not be destroyed, see the errors above" if done.left else ""
     print(
-        f"cluster {record.id} destroyed ({instances} instance(s)) "
-        f"in {time.monotonic() - start:.1f} s{note}"
+        f"cluster {done.cluster_id} destroyed ({done.instances} instance(s)) "
+        f"in {done.seconds:.1f} s{note}"
     )
 
 
 async def attach(session: Session, name: str) -> None:
     start = time.monotonic()
-    record = await session.attach(name)
+    found = await session.attach(name)
     panel().show()
     print(
-        f"attached cluster {record.id}: {len(record.instances)} node(s) on "
-        f"{record.provider.name} in {time.monotonic() - start:.1f} s; their variables are as "
-        "the old kernel left them"
+        f"attached cluster {found.id}: {len(found.node_rows)} node(s) on {found.provider} "
+        f"in {time.monotonic() - start:.1f} s; their variables are as the old kernel left them"
     )
 
 
@@ -192,8 +172,8 @@ def check_orphans(session: Session) -> None:
         found, leftovers = session.orphans()
     except Exception as exc:  # the ledger never stops %load_ext
         found, leftovers = [], []
-        _warn(f"skyward: cannot read the ledger {session.ledger.path}: {exc}")
-    for line in session.ledger.notices():
+        _warn(f"skyward: {exc}")
+    for line in session.ledger_notices():
         _warn(line)
     kept = [e for e in found if e.keep]
     doomed = [e for e in found if not e.keep]

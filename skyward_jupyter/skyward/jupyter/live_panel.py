@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..core.registry import ClusterState
 from .kernel import KERNEL
 
 __all__ = ["close_panel", "panel"]
@@ -47,6 +46,5 @@ async def _shutdown() -> None:
             break
         await asyncio.sleep(0.05)
     session = KERNEL.the_session()
-    record = session.current
-    if record is not None and record.state is not ClusterState.DESTROYED:
+    if session.is_up():
         await session.down()

@@ -42,7 +42,7 @@ async def run_cell(session: Session, args: Any, code: str, line: str) -> None:
         raise UsageError("--timeout must be a positive number of seconds")
     pull = options.parse_names("--pull", args.pull)
     targets = options.parse_targets(args.on)
-    prefixed = len(session.ready_cluster().nodes) > 1
+    prefixed = session.size() > 1
     cell, outcome, interrupted = await _run_once(session, args, code, line, targets, pull)
     preempted = [a for a in cell.results.values() if isinstance(a, InstancePreemptedError)]
     if preempted and args.retry_on_preemption and not interrupted:
@@ -110,7 +110,7 @@ async def _run_once(
     except Exception as exc:  # the cell still runs
         _warn(f"skyward: could not send the kernel's local modules: {exc}")
     cell = session.prepare(nodes, count)
-    prefixed = len(session.ready_cluster().nodes) > 1
+    prefixed = session.size() > 1
     tasks = {cell.task_ids[n.node]: n.node for n in nodes}
     view = CellOutput(session.events, tasks, prefixed=prefixed, grouped=args.group_outputs)
     interrupted = False

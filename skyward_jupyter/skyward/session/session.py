@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets as tokens
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -26,7 +27,7 @@ from ..core.provider import Provider
 from ..core.registry import ClusterRecord, ClusterState, InstanceRecord, NodeState, Registry
 from ..core.requests import AttachRequested, OrphansDestroyed, OrphansDestroyRequested
 from ..core.watch import Watcher
-from ..errors import BootstrapError, NodeUnavailable, ProvisionError, UsageError
+from ..errors import BootstrapError, LedgerError, NodeUnavailable, ProvisionError, UsageError
 from ..events import (
     BootstrapFailed,
     ClusterReady,
@@ -48,9 +49,16 @@ from .cells import CellRun, Cells, SecondInterrupt
 from .files import Progress, transfer
 from .local_code import CODE
 from .nodes import node_settings
-from .status import ClusterStatus, NodeStatus, cluster_status
+from .status import ClusterStatus, Destroyed, NodeStatus, cluster_status
 
-__all__ = ["CellRun", "ClusterStatus", "NodeStatus", "Session", "distribution_of_module"]
+__all__ = [
+    "CellRun",
+    "ClusterStatus",
+    "Destroyed",
+    "NodeStatus",
+    "Session",
+    "distribution_of_module",
+]
 
 
 def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
@@ -149,7 +157,7 @@ class Session:
                 return
             await asyncio.sleep(0.01)
 
-    async def attach(self, name: str) -> ClusterRecord:
+    async def attach(self, name: str) -> ClusterStatus:
         """Take over a cluster started with ``--keep`` by a kernel that is gone."""
         if self.current is not None and self.current.state is ClusterState.READY:
             raise UsageError(f"cluster {self.current.id} is up; `%skyward down` it first")
@@ -160,15 +168,28 @@ class Session:
         record = self.registry.get(answer.cluster.id)
         self.current = record
         self._configure(record)
-        return record
+        return cluster_status(record)
 
-    async def down(self) -> ClusterRecord:
+    async def down(self) -> Destroyed:
         """Destroy the current cluster and everything it launched."""
         record = self.current
         if record is None or record.state is ClusterState.DESTROYED:
             raise UsageError("no cluster is up")
+        instances = len(record.instances)
+        start = time.monotonic()
         await self.shutdown(record.id)
-        return record
+        return Destroyed(record.id, instances, len(record.instances), time.monotonic() - start)
+
+    def on_notice(self, notice: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``notice`` with each warning about the current cluster (a cost nearing
+        ``--max-cost``, an automatic shutdown); returns an unsubscriber."""
+        request_id = self.current.request_id if self.current is not None else ""
+
+        def heard(error: Error) -> None:
+            if error.request_id == request_id and not error.fatal:
+                notice(error.message)
+
+        return self.bus.subscribe(Error, heard)
 
     async def shutdown(self, cluster_id: str) -> None:
         """Destroy a cluster (shielded: an interrupt does not stop it halfway)."""
@@ -184,6 +205,10 @@ class Session:
         """What the ledger says of itself (damage found and repaired), one line each."""
         return self.ledger.check()
 
+    def ledger_notices(self) -> list[str]:
+        """What happened to the ledger since it was last read (repairs), once each."""
+        return self.ledger.notices()
+
     # -- run ---------------------------------------------------------------------------
 
     def ready_cluster(self) -> ClusterRecord:
@@ -192,6 +217,10 @@ class Session:
         if record is None or record.state is not ClusterState.READY:
             raise UsageError("no cluster is up: run `%skyward up --provider container` first")
         return record
+
+    def size(self) -> int:
+        """How many nodes the ready cluster has (its node ids, whatever their state)."""
+        return len(self.ready_cluster().nodes)
 
     async def select(
         self,
@@ -362,8 +391,14 @@ class Session:
     # -- orphans and exit --------------------------------------------------------------
 
     def orphans(self) -> tuple[list[LedgerEntry], list[ClusterEntry]]:
-        """Instances of dead kernels, and shared resources of clusters with no instance."""
-        return self.ledger.orphans(), self.ledger.leftovers()
+        """Instances of dead kernels, and shared resources of clusters with no instance
+        (a ledger that cannot be read raises ``LedgerError`` naming its file)."""
+        try:
+            return self.ledger.orphans(), self.ledger.leftovers()
+        except LedgerError:
+            raise
+        except Exception as exc:
+            raise LedgerError(f"cannot read the ledger {self.ledger.path}: {exc}") from exc
 
     async def destroy_orphans(self, entries: list[LedgerEntry]) -> OrphansDestroyed:
         """Destroy what dead kernels left (``entries``, and the leftovers)."""

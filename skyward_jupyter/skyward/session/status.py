@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..core.registry import ClusterRecord, ClusterState, InstanceRecord, NodeState
 
-__all__ = ["ClusterStatus", "NodeStatus", "cluster_status"]
+__all__ = ["ClusterStatus", "Destroyed", "NodeStatus", "cluster_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,16 @@ class ClusterStatus:
     nodes: int
     created_at: float
     node_rows: tuple[NodeStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Destroyed:
+    """What ``%skyward down`` destroyed: the instances it had, and those left (errors)."""
+
+    cluster_id: str
+    instances: int
+    left: int
+    seconds: float
 
 
 def cluster_status(record: ClusterRecord) -> ClusterStatus:
