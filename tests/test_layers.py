@@ -22,7 +22,8 @@ PACKAGE = SOURCE / "skyward"
 
 UI_LIBRARIES = frozenset({"IPython", "ipywidgets", "anywidget"})
 AGENT_LIBRARIES = frozenset({"cloudpickle"})
-WORKER_LIBRARIES = frozenset({"IPython", "matplotlib_inline"})
+WORKER_LIBRARIES = frozenset({"IPython", "matplotlib_inline", "traitlets"})  # IPython's config
+OPTIONAL_SAMPLER = frozenset({"pynvml"})  # NVIDIA's NVML, where the instance has a GPU
 WORKER_ENTRIES = ("skyward.agent.worker", "skyward.agent.shell")
 
 
@@ -142,21 +143,32 @@ def _worker_modules() -> set[str]:
     return seen
 
 
+def _bundle() -> set[str]:
+    """The modules the bootstrap ships to an instance (the agent and what it shares with
+    the kernel: the protocol, the frames, the line engine, the records)."""
+    from skyward.transport.bootstrap import AGENT_MODULES
+
+    return {_module_name(PACKAGE / name) for name in AGENT_MODULES}
+
+
 def test_agent_imports_only_what_an_instance_has() -> None:
     worker = _worker_modules()
+    bundle = _bundle()
 
     def allowed(edge: Import) -> bool:
         libraries = AGENT_LIBRARIES | (WORKER_LIBRARIES if edge.source in worker else set())
-        return (
-            _within(edge.target, "skyward.agent")
-            or edge.top in sys.stdlib_module_names
-            or edge.top in libraries
-        )
+        if edge.source == "skyward.agent.sampler":
+            libraries |= OPTIONAL_SAMPLER
+        if edge.source == "skyward" and _within(edge.target, "skyward.jupyter"):
+            return True  # the %load_ext hooks, imported when a kernel calls them
+        return edge.target in bundle or edge.top in sys.stdlib_module_names or edge.top in libraries
 
-    offending = [edge for edge in _from("skyward.agent") if not allowed(edge)]
+    agent = [m for m in MODULES if _within(m, "skyward.agent")]
+    assert set(agent) <= bundle, f"agent modules the bootstrap does not ship: {set(agent) - bundle}"
+    offending = [edge for edge in IMPORTS if edge.source in bundle and not allowed(edge)]
     _check(
-        "the agent imports beyond the standard library, cloudpickle and itself"
-        f" (worker modules: {', '.join(sorted(worker))})",
+        "the agent imports beyond the standard library, cloudpickle and the modules shipped "
+        f"with it (worker modules: {', '.join(sorted(worker))})",
         offending,
     )
 
