@@ -426,6 +426,8 @@ def pack(message: Message, seq: int = 0) -> bytes:
     """One frame holding ``message`` (numbered ``seq``, unless 0), ready to send."""
     data = encode(message)
     if seq:
+        if "seq" in data:
+            raise ValueError(f"a {message.kind!r} message is not numbered")
         data["seq"] = seq
     return wire.encode(data)
 
