@@ -12,9 +12,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..events import Event, ReplyTo
+
+if TYPE_CHECKING:
+    from .outputs import Output
 
 __all__ = ["EventBus", "Handler"]
 
@@ -55,7 +58,7 @@ class EventBus:
         """Whether publishing an event of ``kind`` would reach anyone."""
         return bool(self._everything) or bool(self._handlers.get(kind))
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event | Output) -> None:
         """Hand ``event`` to its subscribers, now, in order."""
         handlers = self._handlers.get(type(event))
         if handlers:
@@ -64,7 +67,7 @@ class EventBus:
         for handler in tuple(self._everything):
             self._call(handler, event)
 
-    def _call(self, handler: Handler, event: Event) -> None:
+    def _call(self, handler: Handler, event: Event | Output) -> None:
         try:
             result = handler(event)
         except Exception:
