@@ -82,11 +82,13 @@ class AgentClient:
 
     @staticmethod
     def _as_opener(opener: Opener | asyncssh.SSHClientConnection, socket_path: str) -> Opener:
-        if not isinstance(opener, asyncssh.SSHClientConnection):
-            return opener
-        if not socket_path:
-            raise TypeError("an SSH connection needs the agent's socket_path")
-        return SSHOpener(opener, socket_path)
+        if isinstance(opener, asyncssh.SSHClientConnection):
+            if not socket_path:
+                raise TypeError("an SSH connection needs the agent's socket_path")
+            return SSHOpener(opener, socket_path)
+        if socket_path:
+            raise TypeError("socket_path goes with an asyncssh connection, not an opener")
+        return opener
 
     async def open(self, timeout: float = 15.0) -> protocol.HelloReply:
         """Open a channel (waiting for the agent's socket to appear) and say hello."""
