@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, dataclass_transform
 
 from . import wire
 
@@ -395,13 +395,15 @@ class Bye(Message):
     """The supervisor is stopping (after ``Shutdown``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+_UNNUMBERED = frozenset(cls for cls, names in _FIELDS.items() if "seq" in names)
+
+
+class Frame(NamedTuple):
     """A message as it crossed the channel.
 
     ``seq`` numbers the supervisor's frames, so a client that reconnects says which it saw
     (0: not numbered, as the client's own and the hello reply are); ``raw`` is the bytes
-    that followed a ``Put`` frame on the channel.
+    that followed a ``Put`` frame on the channel. A tuple: one is made per frame read.
     """
 
     message: Message
@@ -439,20 +441,24 @@ def decode(data: dict[str, Any]) -> Message:
 
 def decode_frame(data: dict[str, Any]) -> Frame:
     """The frame a plain dict holds: its message and its number."""
-    values = dict(data)
+    return _frame(dict(data))
+
+
+def _frame(values: dict[str, Any]) -> Frame:
+    """``decode_frame`` of a dict of our own (emptied of its kind and number)."""
     kind = values.pop("k", None)
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
     # the hello reply's ``seq`` is a field of its own (the newest frame), not its number
-    seq = 0 if "seq" in _FIELDS[cls] else values.pop("seq", 0)
+    seq = 0 if cls in _UNNUMBERED else values.pop("seq", 0)
     nested = _NESTED.get(cls)
     try:
         if nested:
             for name, inner in nested.items():
                 if isinstance(values.get(name), dict):
                     values[name] = inner(**values[name])
-        return Frame(cls(**values), seq if isinstance(seq, int) else 0)
+        return Frame(cls(**values), seq if type(seq) is int else 0)
     except TypeError as exc:
         raise ProtocolError(f"bad {kind!r} message: {exc}") from None
 
@@ -465,4 +471,4 @@ class FrameReader:
 
     def feed(self, data: bytes | memoryview) -> list[Frame]:
         """Add received bytes; return the frames they complete, in order."""
-        return [decode_frame(frame) for frame in self._decoder.feed(data)]
+        return [_frame(frame) for frame in self._decoder.feed(data)]
