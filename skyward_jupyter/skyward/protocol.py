@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, dataclass_transform
+from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform
 
 from . import wire
 
@@ -57,7 +57,7 @@ __all__ = [
     "pack",
 ]
 
-Line = tuple[Literal["stdout", "stderr"], str, bool]
+Line = tuple[str, str, bool]
 """``(stream, text, overwrite)``: ``overwrite`` replaces the stream's previous line."""
 
 

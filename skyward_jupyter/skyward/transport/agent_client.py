@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import asyncssh
 
@@ -230,7 +230,7 @@ class AgentClient:
                 publish(LogLines(node, task, tuple(lines), partial, after, message.panel_only))
                 if self.bus.wants(Log):
                     for stream, line, overwrite in lines:
-                        publish(Log(node, line, stream, overwrite))
+                        publish(Log(node, line, _stream(stream), overwrite))
             case protocol.Display():
                 publish(
                     Display(
@@ -392,3 +392,8 @@ class AgentClient:
         if task is not None and task is not asyncio.current_task():
             await asyncio.gather(task, return_exceptions=True)
         self.fail(AgentError(f"node {self.node.node}: the agent connection was closed"))
+
+
+def _stream(name: str) -> Literal["stdout", "stderr"]:
+    """The stream a line came from, as the instance named it (anything else: stdout)."""
+    return "stderr" if name == "stderr" else "stdout"
