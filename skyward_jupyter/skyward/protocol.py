@@ -12,8 +12,11 @@ Standard library only: uploaded to instances with the agent.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform
+
+from . import wire
 
 __all__ = [
     "Clear",
@@ -36,6 +39,8 @@ __all__ = [
     "Refresh",
     "Put",
     "Fetch",
+    "Frame",
+    "FrameReader",
     "Result",
     "Run",
     "Serve",
@@ -47,7 +52,9 @@ __all__ = [
     "WorkerReady",
     "Bye",
     "decode",
+    "decode_frame",
     "encode",
+    "pack",
 ]
 
 Line = tuple[str, str, bool]
@@ -67,15 +74,23 @@ class Message:
 
 _KINDS: dict[str, type[Message]] = {}
 _NESTED: dict[type[Message], dict[str, type]] = {}
+_FIELDS: dict[type[Message], tuple[str, ...]] = {}
+M = TypeVar("M", bound=Message)
 
 
-def _message(kind: str, **nested: type) -> Any:
-    def register(cls: type[Message]) -> type[Message]:
-        cls.kind = kind
-        _KINDS[kind] = cls
+@dataclass_transform(frozen_default=True)
+def _message(kind: str, **nested: type) -> Callable[[type[M]], type[M]]:
+    """Make the class a frozen, slotted message named ``kind`` on the wire; ``nested``
+    names its fields that hold a dataclass (they travel as dicts)."""
+
+    def register(cls: type[M]) -> type[M]:
+        made = dataclass(frozen=True, slots=True)(cls)
+        made.kind = kind
+        _KINDS[kind] = made
+        _FIELDS[made] = tuple(f.name for f in dataclasses.fields(made))
         if nested:
-            _NESTED[cls] = nested
-        return cls
+            _NESTED[made] = nested
+        return made
 
     return register
 
@@ -84,7 +99,6 @@ def _message(kind: str, **nested: type) -> Any:
 
 
 @_message("hello")
-@dataclass(frozen=True, slots=True)
 class Hello(Message):
     """Opens a channel; frames after ``since`` are replayed."""
 
@@ -92,7 +106,6 @@ class Hello(Message):
 
 
 @_message("run")
-@dataclass(frozen=True, slots=True)
 class Run(Message):
     """Run a cell. ``count`` is the kernel's execution count (``In[count]`` on the node
     too); ``push`` maps names to what is put in the namespace first: a small variable's
@@ -110,7 +123,6 @@ class Run(Message):
 
 
 @_message("interrupt")
-@dataclass(frozen=True, slots=True)
 class Interrupt(Message):
     """``KeyboardInterrupt`` in ``task`` if it runs; a queued one fails as it starts."""
 
@@ -118,7 +130,6 @@ class Interrupt(Message):
 
 
 @_message("kill")
-@dataclass(frozen=True, slots=True)
 class Kill(Message):
     """The cell did not stop: kill the worker (its variables are lost) and start afresh."""
 
@@ -126,7 +137,6 @@ class Kill(Message):
 
 
 @_message("configure")
-@dataclass(frozen=True, slots=True)
 class Configure(Message):
     """Environment variables for the cells, what ``skyward.node()`` answers, and the
     traceback colours of the kernel's IPython."""
@@ -137,7 +147,6 @@ class Configure(Message):
 
 
 @_message("refresh")
-@dataclass(frozen=True, slots=True)
 class Refresh(Message):
     """Before a cell: the kernel's local code changed on disk here. ``cwd`` is the cells'
     working directory (put first on ``sys.path``, as the kernel has its own folder);
@@ -149,7 +158,6 @@ class Refresh(Message):
 
 
 @_message("put")
-@dataclass(frozen=True, slots=True)
 class Put(Message):
     """A piece of the blob ``key`` (``size`` bytes in all) from ``offset``: its ``raw``
     bytes follow the frame on the channel as they are (not pickled, not copied into the
@@ -162,7 +170,6 @@ class Put(Message):
 
 
 @_message("fetch")
-@dataclass(frozen=True, slots=True)
 class Fetch(Message):
     """Fetch blob ``key`` from the cluster's relay at ``host:port`` (over the private
     network, with the cluster's ``token``), check it against the relay's sha256, keep it."""
@@ -176,7 +183,6 @@ class Fetch(Message):
 
 
 @_message("serve")
-@dataclass(frozen=True, slots=True)
 class Serve(Message):
     """Serve this node's blobs to the cluster: listen on ``host`` for fetches that show
     ``token``."""
@@ -186,7 +192,6 @@ class Serve(Message):
 
 
 @_message("ping")
-@dataclass(frozen=True, slots=True)
 class Ping(Message):
     """A heartbeat (the supervisor answers it itself)."""
 
@@ -194,7 +199,6 @@ class Ping(Message):
 
 
 @_message("shutdown")
-@dataclass(frozen=True, slots=True)
 class Shutdown(Message):
     """Stop the agent: the running cell is interrupted, queued ones are dropped."""
 
@@ -203,7 +207,6 @@ class Shutdown(Message):
 
 
 @_message("stream")
-@dataclass(frozen=True, slots=True)
 class Stream(Message):
     """What the worker's ``sys.stdout``/``sys.stderr`` received, as ``(name, text)``."""
 
@@ -211,7 +214,6 @@ class Stream(Message):
 
 
 @_message("worker")
-@dataclass(frozen=True, slots=True)
 class WorkerReady(Message):
     """A worker started and can run cells."""
 
@@ -220,7 +222,6 @@ class WorkerReady(Message):
 
 
 @_message("started")
-@dataclass(frozen=True, slots=True)
 class Started(Message):
     """A cell began on the worker."""
 
@@ -228,7 +229,6 @@ class Started(Message):
 
 
 @_message("display")
-@dataclass(frozen=True, slots=True)
 class Display(Message):
     """A rich output (``display()``, a figure), in order with the cell's lines."""
 
@@ -240,7 +240,6 @@ class Display(Message):
 
 
 @_message("clear")
-@dataclass(frozen=True, slots=True)
 class Clear(Message):
     """``clear_output(wait)`` on the node."""
 
@@ -249,7 +248,6 @@ class Clear(Message):
 
 
 @_message("result")
-@dataclass(frozen=True, slots=True)
 class Result(Message):
     """The value of the cell's last expression, formatted by the node's IPython."""
 
@@ -279,7 +277,6 @@ class ErrorInfo:
 
 
 @_message("done", error=ErrorInfo)
-@dataclass(frozen=True, slots=True)
 class Done(Message):
     """A cell ended on the worker; ``dropped`` counts output characters cut."""
 
@@ -293,7 +290,6 @@ class Done(Message):
 
 
 @_message("metrics")
-@dataclass(frozen=True, slots=True)
 class Metrics(Message):
     """Samples ``(name, value, timestamp)``: the machine's and ``skyward.metric()``'s."""
 
@@ -304,7 +300,6 @@ class Metrics(Message):
 
 
 @_message("hello-reply")
-@dataclass(frozen=True, slots=True)
 class HelloReply(Message):
     """The supervisor's answer to ``Hello``: ``seq`` is the newest frame, ``oldest`` the
     oldest still kept; ``running`` the task still running, ``worker`` the worker's state
@@ -323,7 +318,6 @@ class HelloReply(Message):
 
 
 @_message("lines")
-@dataclass(frozen=True, slots=True)
 class Lines(Message):
     """A batch of a node's output lines.
 
@@ -341,7 +335,6 @@ class Lines(Message):
 
 
 @_message("crash")
-@dataclass(frozen=True, slots=True)
 class Crash(Message):
     """The worker died (the instance is fine): how, and the end of what it wrote.
 
@@ -363,7 +356,6 @@ class Crash(Message):
 
 
 @_message("stored")
-@dataclass(frozen=True, slots=True)
 class Stored(Message):
     """The node keeps blob ``key`` (``ok``), or why it could not (``error``)."""
 
@@ -373,7 +365,6 @@ class Stored(Message):
 
 
 @_message("missing")
-@dataclass(frozen=True, slots=True)
 class Missing(Message):
     """Cell ``task`` was not started: the node lacks these blobs (send them, then the
     cell again)."""
@@ -383,7 +374,6 @@ class Missing(Message):
 
 
 @_message("serving")
-@dataclass(frozen=True, slots=True)
 class Serving(Message):
     """The relay listens at ``host:port`` (``port`` 0 and ``error``: it could not)."""
 
@@ -393,7 +383,6 @@ class Serving(Message):
 
 
 @_message("pong")
-@dataclass(frozen=True, slots=True)
 class Pong(Message):
     """The answer to ``Ping``, with the supervisor's clock."""
 
@@ -402,14 +391,24 @@ class Pong(Message):
 
 
 @_message("bye")
-@dataclass(frozen=True, slots=True)
 class Bye(Message):
     """The supervisor is stopping (after ``Shutdown``)."""
 
 
-_FIELDS: dict[type[Message], tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _KINDS.values()
-}
+_UNNUMBERED = frozenset(cls for cls, names in _FIELDS.items() if "seq" in names)
+
+
+class Frame(NamedTuple):
+    """A message as it crossed the channel.
+
+    ``seq`` numbers the supervisor's frames, so a client that reconnects says which it saw
+    (0: not numbered, as the client's own and the hello reply are); ``raw`` is the bytes
+    that followed a ``Put`` frame on the channel. A tuple: one is made per frame read.
+    """
+
+    message: Message
+    seq: int = 0
+    raw: bytes = b""
 
 
 def encode(message: Message) -> dict[str, Any]:
@@ -425,19 +424,51 @@ def encode(message: Message) -> dict[str, Any]:
     return out
 
 
+def pack(message: Message, seq: int = 0) -> bytes:
+    """One frame holding ``message`` (numbered ``seq``, unless 0), ready to send."""
+    data = encode(message)
+    if seq:
+        if "seq" in data:
+            raise ValueError(f"a {message.kind!r} message is not numbered")
+        data["seq"] = seq
+    return wire.encode(data)
+
+
 def decode(data: dict[str, Any]) -> Message:
     """The message a plain dict holds; ``ProtocolError`` if it is not one."""
-    values = dict(data)
+    return decode_frame(data).message
+
+
+def decode_frame(data: dict[str, Any]) -> Frame:
+    """The frame a plain dict holds: its message and its number."""
+    return _frame(dict(data))
+
+
+def _frame(values: dict[str, Any]) -> Frame:
+    """``decode_frame`` of a dict of our own (emptied of its kind and number)."""
     kind = values.pop("k", None)
-    cls = _KINDS.get(kind)  # type: ignore[arg-type]
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
+    # the hello reply's ``seq`` is a field of its own (the newest frame), not its number
+    seq = 0 if cls in _UNNUMBERED else values.pop("seq", 0)
     nested = _NESTED.get(cls)
     try:
         if nested:
             for name, inner in nested.items():
                 if isinstance(values.get(name), dict):
                     values[name] = inner(**values[name])
-        return cls(**values)
+        return Frame(cls(**values), seq if type(seq) is int else 0)
     except TypeError as exc:
         raise ProtocolError(f"bad {kind!r} message: {exc}") from None
+
+
+class FrameReader:
+    """Turns the bytes of a channel into frames, as they arrive (plain data only)."""
+
+    def __init__(self) -> None:
+        self._decoder = wire.FrameDecoder(plain=True)
+
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
+        """Add received bytes; return the frames they complete, in order."""
+        return [_frame(frame) for frame in self._decoder.feed(data)]

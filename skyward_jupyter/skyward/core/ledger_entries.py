@@ -13,7 +13,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..model import ClusterSpec
 from ..secrets import mask_url_credentials
@@ -144,7 +144,7 @@ _CLUSTER_TYPES: dict[str, type | tuple[type, ...]] = {
 _CLUSTER_REQUIRED = ("cluster_id", "provider", "kernel_pid", "kernel_started", "spec")
 
 
-def is_cluster_record(value: Any) -> bool:
+def is_cluster_record(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and value.get("record") == CLUSTER_RECORD
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..events import NodeInstance
 from ..protocol import Crash
 
-__all__ = ["Clear", "Display", "LogLines", "Result", "WorkerCrashed"]
+__all__ = ["Clear", "Display", "LogLines", "Output", "Result", "WorkerCrashed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,7 @@ class WorkerCrashed:
 
     instance: NodeInstance
     crash: Crash
+
+
+Output = LogLines | Display | Result | Clear | WorkerCrashed
+"""Every fact of this module: the bus carries them beside the seed's events."""

@@ -52,7 +52,7 @@ def rebuild(node: int, error: ErrorInfo, prefixed: bool) -> RemoteError:
         error.ename,
         error.evalue,
         error.traceback,
-        [tuple(f) for f in error.frames],  # type: ignore[misc]
+        list(error.frames),
         error.pickled,
         prefixed,
     )

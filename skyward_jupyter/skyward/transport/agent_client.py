@@ -1,9 +1,10 @@
-"""The kernel's side of the agent protocol: one client per node, over an SSH channel.
+"""The kernel's side of the agent protocol: one client per node, over a channel.
 
 It sends cells and interrupts, and turns the supervisor's numbered frames into facts on
 the bus: ``TaskStarted``, ``Log`` lines, ``TaskCompleted``, and the cell's outputs. It
 remembers the last frame seen, so a reconnect asks the agent to resend only what was
-missed.
+missed. The bytes go through a ``Channel`` (``channel.py``): the agent's socket over SSH
+in production, memory in tests.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from .. import protocol, wire
+import asyncssh
+
+from .. import protocol
 from ..core.bus import EventBus
 from ..core.outputs import Clear, Display, LogLines, Result, WorkerCrashed
 from ..errors import AgentError
 from ..events import Log, Metric, NodeInstance, TaskCompleted, TaskStarted
 from ..payload import Payload
-from ..protocol import Crash, Done, Missing
+from ..protocol import Crash, Done, Frame, Missing
+from .channel import Channel, Opener, SSHOpener
 
 __all__ = ["AgentClient", "Answer", "PUT_PIECE"]
 
@@ -34,20 +38,29 @@ not start for lack of pushed blobs (``Missing``: send them and run it again)."""
 
 
 class AgentClient:
-    """Talks to the supervisor of one node through a unix-socket channel of its SSH
-    connection."""
+    """Talks to the supervisor of one node through the channels ``opener`` opens.
 
-    def __init__(self, bus: EventBus, node: NodeInstance, connection: Any, socket_path: str):
+    ``AgentClient(bus, node, connection, socket_path)``, with an asyncssh connection and
+    the agent's socket on the node, is short for ``AgentClient(bus, node,
+    SSHOpener(connection, socket_path))``.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        node: NodeInstance,
+        opener: Opener | asyncssh.SSHClientConnection,
+        socket_path: str = "",
+    ) -> None:
         self.bus = bus
         self.node = node
-        self.connection = connection
-        self.socket_path = socket_path
+        self._opener = self._as_opener(opener, socket_path)
+        self._channel: Channel | None = None
         self.last_seq = 0
         self.agent_pid: int | None = None
         self.worker_pid: int | None = None
         self.worker_state = "starting"
         self._worker_ready: asyncio.Future[None] | None = None
-        self._writer: Any = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._names: dict[str, str] = {}
@@ -67,35 +80,37 @@ class AgentClient:
         """Called when the channel drops without our asking; pending cells then wait
         (for a reconnect, or for ``fail``) instead of failing at once."""
 
+    @staticmethod
+    def _as_opener(opener: Opener | asyncssh.SSHClientConnection, socket_path: str) -> Opener:
+        if isinstance(opener, asyncssh.SSHClientConnection):
+            if not socket_path:
+                raise TypeError("an SSH connection needs the agent's socket_path")
+            return SSHOpener(opener, socket_path)
+        if socket_path:
+            raise TypeError("socket_path goes with an asyncssh connection, not an opener")
+        return opener
+
     async def open(self, timeout: float = 15.0) -> protocol.HelloReply:
-        """Open the channel (waiting for the agent's socket to appear) and say hello."""
+        """Open a channel (waiting for the agent's socket to appear) and say hello."""
         deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            try:
-                reader, writer = await self.connection.open_unix_connection(self.socket_path)
-                break
-            except Exception as exc:
-                if time.monotonic() + delay > deadline:
-                    raise AgentError(
-                        f"node {self.node.node}: agent socket {self.socket_path} not "
-                        f"reachable within {timeout:.0f} s ({exc})"
-                    ) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        self._writer = writer
-        decoder = wire.FrameDecoder(plain=True)
-        writer.write(wire.encode(protocol.encode(protocol.Hello(self.last_seq))))
-        frames: list[dict[str, Any]] = []
-        while not frames:
-            data = await asyncio.wait_for(
-                reader.read(1 << 16), max(1.0, deadline - time.monotonic())
+        self._drop_channel()
+        try:
+            channel = await self._opener(timeout)
+        except AgentError as exc:
+            raise AgentError(f"node {self.node.node}: {exc}") from exc
+        try:
+            channel.send(protocol.Hello(self.last_seq))
+            frames = await asyncio.wait_for(
+                channel.receive(), max(1.0, deadline - time.monotonic())
             )
-            if not data:
+            if not frames:
                 raise AgentError(f"node {self.node.node}: agent closed the channel at hello")
-            frames = decoder.feed(data)
-        hello = _decode(frames.pop(0))
+        except BaseException:
+            channel.close()
+            raise
+        hello = frames.pop(0).message
         if not isinstance(hello, protocol.HelloReply):
+            channel.close()
             raise AgentError(f"node {self.node.node}: agent answered {hello.kind!r} to hello")
         if (self.agent_pid is not None and hello.pid != self.agent_pid) or (
             hello.seq < self.last_seq
@@ -105,11 +120,22 @@ class AgentClient:
             self._serving = None  # its relay, if it had one, is gone
         self.agent_pid = hello.pid
         self._set_worker_state(hello.worker)
+        self._channel = channel
         self.connected = True
         self._reader_task = self.bus.spawn(
-            self._read(reader, decoder, frames), name=f"skyward:agent-reader-{self.node.node}"
+            self._read(channel, frames), name=f"skyward:agent-reader-{self.node.node}"
         )
         return hello
+
+    def _drop_channel(self) -> None:
+        """Forget the current channel (before a new one): close it, stop its reader."""
+        channel, self._channel = self._channel, None
+        self.connected = False
+        if channel is not None:
+            channel.close()
+        task, self._reader_task = self._reader_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def worker_ready(self, timeout: float = 60.0) -> None:
         """Wait until the node's worker (IPython) runs; ``AgentError`` if it cannot."""
@@ -136,24 +162,23 @@ class AgentClient:
         elif state.startswith("failed"):
             waiter.set_exception(AgentError(f"node {self.node.node}: the worker {state}"))
 
-    async def _read(self, reader: Any, decoder: wire.FrameDecoder, first: list[dict]) -> None:
+    async def _read(self, channel: Channel, first: list[Frame]) -> None:
         try:
             for frame in first:
                 self._handle(frame)
-            while True:
-                data = await reader.read(1 << 18)
-                if not data:
-                    break
-                for frame in decoder.feed(data):
+            while frames := await channel.receive():
+                for frame in frames:
                     self._handle(frame)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # asyncssh.ConnectionLost, OSError, FrameError, ...
-            self._lost(f"the agent channel broke ({exc or type(exc).__name__})")
+            self._lost(channel, f"the agent channel broke ({exc or type(exc).__name__})")
             return
-        self._lost("the connection to the agent was lost")
+        self._lost(channel, "the connection to the agent was lost")
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, channel: Channel, reason: str) -> None:
+        if channel is not self._channel:  # an old channel, already replaced
+            return
         self.connected = False
         if self._closed:
             return
@@ -162,9 +187,16 @@ class AgentClient:
         else:
             self.fail(AgentError(f"node {self.node.node}: {reason}"))
 
-    async def reconnect(self, connection: Any, timeout: float = 15.0) -> None:
-        """Resume over a new SSH connection: the agent resends what we missed."""
-        self.connection = connection
+    async def reconnect(
+        self, opener: Opener | asyncssh.SSHClientConnection, timeout: float = 15.0
+    ) -> None:
+        """Resume through ``opener`` (or a new SSH connection to the same agent socket):
+        the agent resends what we missed."""
+        if isinstance(opener, asyncssh.SSHClientConnection):
+            if not isinstance(self._opener, SSHOpener):
+                raise TypeError("this agent client was not opened over SSH")
+            opener = SSHOpener(opener, self._opener.socket_path)
+        self._opener = opener
         await self.open(timeout=timeout)
 
     def fail(self, error: BaseException) -> None:
@@ -184,13 +216,13 @@ class AgentClient:
         self._stored.clear()
         self._serving = None
 
-    def _handle(self, frame: dict[str, Any]) -> None:
-        seq = frame.pop("seq", None)
-        if isinstance(seq, int):
+    def _handle(self, frame: Frame) -> None:
+        seq = frame.seq
+        if seq:
             if seq <= self.last_seq:
-                return
+                return  # seen before a reconnect, replayed again
             self.last_seq = seq
-        message = _decode(frame)
+        message = frame.message
         node = self.node
         publish = self.bus.publish
         match message:
@@ -198,7 +230,7 @@ class AgentClient:
                 publish(LogLines(node, task, tuple(lines), partial, after, message.panel_only))
                 if self.bus.wants(Log):
                     for stream, line, overwrite in lines:
-                        publish(Log(node, line, stream, overwrite))  # type: ignore[arg-type]
+                        publish(Log(node, line, _stream(stream), overwrite))
             case protocol.Display():
                 publish(
                     Display(
@@ -258,12 +290,12 @@ class AgentClient:
         if future is not None and not future.done():
             future.set_result(answer)
 
-    def _send(self, message: protocol.Message) -> None:
-        if self._closed or self._writer is None or not self.connected:
+    def _send(self, message: protocol.Message, raw: bytes | memoryview = b"") -> Channel:
+        channel = self._channel
+        if self._closed or channel is None or not self.connected:
             raise AgentError(f"node {self.node.node}: not connected to the agent")
-        frame = wire.encode(protocol.encode(message))
-        self.bytes_sent += len(frame)
-        self._writer.write(frame)
+        self.bytes_sent += channel.send(message, raw)
+        return channel
 
     def _awaiting_stored(self, key: str) -> asyncio.Future[protocol.Stored]:
         future = self._stored.get(key)
@@ -287,10 +319,8 @@ class AgentClient:
         has kept it."""
         future = self._awaiting_stored(payload.key)
         for offset, piece in payload.pieces(PUT_PIECE):
-            self._send(protocol.Put(payload.key, payload.size, offset, len(piece)))
-            self._writer.write(piece)  # raw, after its frame
-            self.bytes_sent += len(piece)
-            await self._writer.drain()
+            put = protocol.Put(payload.key, payload.size, offset, len(piece))
+            await self._send(put, piece).drain()
         await self._stored_answer(future, f"blob {payload.key[:12]}")
 
     async def fetch(self, payload: Payload, host: str, port: int, token: str) -> None:
@@ -357,16 +387,13 @@ class AgentClient:
     async def aclose(self) -> None:
         """Close the channel (the agent keeps running until its instance goes)."""
         self._closed = True
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        task = self._reader_task
+        self._drop_channel()
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.gather(task, return_exceptions=True)
         self.fail(AgentError(f"node {self.node.node}: the agent connection was closed"))
 
 
-def _decode(frame: dict[str, Any]) -> protocol.Message:
-    try:
-        return protocol.decode(frame)
-    except protocol.ProtocolError as exc:
-        raise wire.FrameError(str(exc)) from None
+def _stream(name: str) -> Literal["stdout", "stderr"]:
+    """The stream a line came from, as the instance named it (anything else: stdout)."""
+    return "stderr" if name == "stderr" else "stdout"

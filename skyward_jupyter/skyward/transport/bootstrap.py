@@ -149,14 +149,14 @@ class Bootstrapper:
             connection = await self._phase(node, phase, lambda: self._connect(node, record))
             self._connections[node.instance.id] = connection
             phase = "python"
-            found = await self._phase(
+            paths = await self._phase(
                 node, phase, lambda: self._python(connection, node, spec.python, spec.interpreter)
             )
-            home, uv = found["SKYWARD_HOME"], found["SKYWARD_UV"]
+            home, uv = paths["SKYWARD_HOME"], paths["SKYWARD_UV"]
             if spec.sync_packages:
                 phase = "sync"
                 report = await self._phase(
-                    node, phase, lambda: self._sync(connection, node, uv, spec, found)
+                    node, phase, lambda: self._sync(connection, node, uv, spec, paths)
                 )
                 self.sync_reports[node.instance.id] = report
             phase = "packages"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import asyncssh
 
@@ -24,7 +23,9 @@ CIPHERS = (
 )
 
 
-async def connect(node: NodeInstance, host_public_key: str, timeout: float = 120.0) -> Any:
+async def connect(
+    node: NodeInstance, host_public_key: str, timeout: float = 120.0
+) -> asyncssh.SSHClientConnection:
     """Connect to ``node``, retrying with backoff until its SSH server answers.
 
     The host key must be ``host_public_key``; any other key fails at once, since a
