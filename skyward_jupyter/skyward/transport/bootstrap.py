@@ -362,17 +362,6 @@ class Bootstrapper:
             shown="upload agent to ~/.skyward/lib",
             stdin=agent_bundle(),
         )
-        return await self._start_agent(connection, node, home, cluster_id, spec, orphan)
-
-    async def _start_agent(
-        self,
-        connection: Any,
-        node: NodeInstance,
-        home: str,
-        cluster_id: str,
-        spec: Any,
-        orphan: str,
-    ) -> AgentClient:
         socket_path = f"{home}/.skyward/agent.sock"
         args = (
             f"--socket {shlex.quote(socket_path)} --node {node.node} "
