@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import asyncssh
@@ -103,12 +103,13 @@ class AgentClient:
             frames = await asyncio.wait_for(
                 channel.receive(), max(1.0, deadline - time.monotonic())
             )
-            if not frames:
+            first = None if frames is None else next(frames, None)
+            if frames is None or first is None:
                 raise AgentError(f"node {self.node.node}: agent closed the channel at hello")
         except BaseException:
             channel.close()
             raise
-        hello = frames.pop(0).message
+        hello = first.message
         if not isinstance(hello, protocol.HelloReply):
             channel.close()
             raise AgentError(f"node {self.node.node}: agent answered {hello.kind!r} to hello")
@@ -162,11 +163,11 @@ class AgentClient:
         elif state.startswith("failed"):
             waiter.set_exception(AgentError(f"node {self.node.node}: the worker {state}"))
 
-    async def _read(self, channel: Channel, first: list[Frame]) -> None:
+    async def _read(self, channel: Channel, first: Iterator[Frame]) -> None:
         try:
             for frame in first:
                 self._handle(frame)
-            while frames := await channel.receive():
+            while (frames := await channel.receive()) is not None:
                 for frame in frames:
                     self._handle(frame)
         except asyncio.CancelledError:

@@ -11,8 +11,9 @@ frame with the protocol's own codec, so what cannot cross the wire cannot cross 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol, cast
 
 import asyncssh
@@ -38,9 +39,10 @@ class Channel(Protocol):
         """Wait until the channel has room again (after a large ``raw``)."""
         ...
 
-    async def receive(self) -> list[Frame]:
-        """The next frames, at least one; none once the far end closed. Raises if the
-        channel broke (a lost connection, a frame that is not plain data)."""
+    async def receive(self) -> Iterator[Frame] | None:
+        """The next frames (at least one), or None once the far end closed. Raises, here
+        or while the frames are taken, if the channel broke (a lost connection, a frame
+        that is not plain data)."""
         ...
 
     def close(self) -> None:
@@ -73,14 +75,15 @@ class SSHChannel:
     async def drain(self) -> None:
         await self._writer.drain()
 
-    async def receive(self) -> list[Frame]:
+    async def receive(self) -> Iterator[Frame] | None:
         while True:
             data = await self._reader.read(READ_CHUNK)
             if not data:
-                return []
+                return None
             frames = self._frames.feed(data)
-            if frames:
-                return frames
+            first = next(frames, None)
+            if first is not None:
+                return itertools.chain((first,), frames)
 
     def close(self) -> None:
         self._writer.close()
@@ -147,7 +150,7 @@ class MemoryChannel:
             raise ConnectionResetError("the memory channel is closed")
         await asyncio.sleep(0)
 
-    async def receive(self) -> list[Frame]:
+    async def receive(self) -> Iterator[Frame] | None:
         frames: list[Frame] = []
         item = await self._inbox.get()
         while item is not None:
@@ -155,10 +158,10 @@ class MemoryChannel:
             for frame in self._frames.feed(data):
                 frames.append(Frame(frame.message, frame.seq, raw) if raw else frame)
             if self._inbox.empty():
-                return frames
+                return iter(frames)
             item = self._inbox.get_nowait()
         self._inbox.put_nowait(None)  # closed: every later receive sees it too
-        return frames
+        return iter(frames) if frames else None
 
     def close(self) -> None:
         if self.closed:
