@@ -1,7 +1,6 @@
-"""Sync of the panel's state to the browser: the throttle, and what goes over the wire.
+"""Sync of the panel's state to the browser: what goes over the wire.
 
-- :class:`Throttle` coalesces: however fast events arrive, ``flush`` runs at most
-  ``RATE`` times a second, on the kernel's loop (``loop.call_later``, never a thread).
+- The widget sends at most ``RATE`` syncs a second (``jupyter/throttle.py``).
 - :func:`summary` is the small JSON of the cluster and node rows (a synced trait).
 - :func:`delta` / :func:`snapshot` are custom messages: the log rows written since the
   last sync (or all of them), and the metric points as one binary buffer
@@ -15,11 +14,10 @@ Binary metric format, version 1, little-endian::
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from .state import PanelState
@@ -27,7 +25,6 @@ from .state import PanelState
 __all__ = [
     "RATE",
     "SYNC_ROWS",
-    "Throttle",
     "decode_metrics",
     "delta",
     "encode_metrics",
@@ -41,48 +38,6 @@ SYNC_ROWS = 100
 """Most log rows sent per node and sync, the newest first: a flood is shown as it comes,
 and what it skipped (still in the ring) follows once it calms down."""
 METRICS_VERSION = 1
-
-
-class Throttle:
-    """Calls ``flush`` at most ``rate`` times a second while something is pending."""
-
-    def __init__(self, flush: Callable[[], None], rate: float = RATE) -> None:
-        self._flush = flush
-        self._period = 1.0 / rate
-        self._handle: asyncio.TimerHandle | None = None
-        self._last = float("-inf")
-        self.flushes = 0
-
-    @property
-    def pending(self) -> bool:
-        """Whether a flush is scheduled."""
-        return self._handle is not None
-
-    def poke(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Something changed: flush soon (now if the last flush is old enough)."""
-        if self._handle is not None:
-            return
-        loop = loop or asyncio.get_running_loop()
-        delay = max(0.0, self._last + self._period - loop.time())
-        self._handle = loop.call_later(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        self._last = asyncio.get_running_loop().time()
-        self.flushes += 1
-        self._flush()
-
-    def flush_now(self) -> None:
-        """Flush at once (a snapshot is due), cancelling the scheduled flush."""
-        self.cancel()
-        self.flushes += 1
-        self._flush()
-
-    def cancel(self) -> None:
-        """Drop the scheduled flush."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 # -- metrics ----------------------------------------------------------------------------

@@ -28,8 +28,9 @@ import traitlets
 from ...core.bus import EventBus
 from ...core.outputs import LogLines
 from ...events import Error, Event, Log
+from ..throttle import Throttle
 from .state import PanelState, apply
-from .sync import RATE, Throttle, delta, snapshot, summary
+from .sync import RATE, delta, snapshot, summary
 
 __all__ = ["Panel", "PanelWidget"]
 
@@ -158,7 +159,7 @@ class Panel:
                 pass
 
     def _send_snapshot(self) -> None:
-        self._throttle.flush_now()
+        self._throttle.flush_now(self._loop)
         message, buffer = snapshot(self.state, self._seq)
         self.stats["snapshots"] += 1
         self._send(message, buffer)
