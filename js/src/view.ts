@@ -40,6 +40,13 @@ export function cost(summary: Summary, now: number): number {
   return total;
 }
 
+/** The text of a node's state badge: a node being bootstrapped or replaced shows how far
+ * it (its new instance) has come. */
+export function stateLabel(n: Pick<NodeSummary, "state" | "phase">): string {
+  if ((n.state === "bootstrapping" || n.state === "replacing") && n.phase) return `${n.state}: ${n.phase}`;
+  return n.state;
+}
+
 interface Row {
   tr: HTMLTableRowElement;
   cells: Record<string, HTMLTableCellElement>;
@@ -254,7 +261,7 @@ export class PanelView {
 
   private drawNode(n: NodeSummary): void {
     const row = this.row(n.node);
-    const state = n.state === "bootstrapping" && n.phase ? `bootstrapping: ${n.phase}` : n.state === "busy" ? "busy" : n.state;
+    const state = stateLabel(n);
     const key = JSON.stringify([n.instance_id, state, n.address, n.spot, n.accelerator, n.instance_type, n.note, n.task]);
     row.tr.dataset.state = n.state;
     if (key !== row.key) {

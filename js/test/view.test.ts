@@ -3,7 +3,7 @@ import { CHART_REDRAW_MS } from "../src/chart";
 import { OVERSCAN, REDRAW_MS, VISIBLE_LINES } from "../src/logwindow";
 import { PanelStore } from "../src/store";
 import type { NodeSummary, PanelModel, Summary, SyncMessage } from "../src/types";
-import { PanelView } from "../src/view";
+import { PanelView, stateLabel } from "../src/view";
 
 function node(n: number): NodeSummary {
   return {
@@ -192,5 +192,30 @@ describe("PanelView under a flood", () => {
     const text = (h: HTMLElement) => [...h.querySelectorAll(".sw-line")].map((e) => e.textContent);
     expect(text(side)).toEqual(text(host));
     expect(text(host).at(-1)).toBe("node 1 line 299");
+  });
+});
+
+describe("PanelView state badges", () => {
+  it("a node being replaced shows replacing, with its new instance's progress, until ready", () => {
+    const { store, host } = mount();
+    const badge = () => host.querySelector<HTMLElement>('tr.sw-node[data-node="1"] .sw-badge')!;
+    const show = (state: string, phase: string) => {
+      store.setSummary({ ...summary, nodes: [node(0), { ...node(1), state, phase, note: "" }] });
+      frame();
+    };
+    show("replacing", "requested");
+    expect(badge().textContent).toBe("replacing: requested");
+    expect(badge().classList.contains("sw-badge-replacing")).toBe(true);
+    show("replacing", "packages");
+    expect(badge().textContent).toBe("replacing: packages");
+    show("ready", "");
+    expect(badge().textContent).toBe("ready");
+  });
+
+  it("stateLabel names the phase of a node bootstrapping or being replaced only", () => {
+    expect(stateLabel({ state: "bootstrapping", phase: "agent" })).toBe("bootstrapping: agent");
+    expect(stateLabel({ state: "replacing", phase: "launched" })).toBe("replacing: launched");
+    expect(stateLabel({ state: "replacing", phase: "" })).toBe("replacing");
+    expect(stateLabel({ state: "busy", phase: "agent" })).toBe("busy");
   });
 });
