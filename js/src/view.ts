@@ -127,6 +127,7 @@ export class PanelView {
     signal.addEventListener("abort", () => {
       try {
         model.off("change:subshells", this.onSubshells);
+        this.store.setPanes(this, null);
         if (this.frame) cancelAnimationFrame(this.frame);
         this.charts.cancel();
         this.root.remove();
@@ -206,6 +207,7 @@ export class PanelView {
         row.tr.remove();
         row.pane?.close();
         this.rows.delete(node);
+        if (this.open.delete(node)) this.store.setPanes(this, this.open);
       }
     }
   }
@@ -245,6 +247,7 @@ export class PanelView {
       () => {
         if (this.open.has(node)) this.open.delete(node);
         else this.open.add(node);
+        this.store.setPanes(this, this.open);
         this.dirtyData = true;
         this.schedule();
       },

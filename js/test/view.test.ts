@@ -180,6 +180,17 @@ describe("PanelView under a flood", () => {
     expect(host.querySelectorAll(".sw-log")).toHaveLength(0);
   });
 
+  it("opening and closing panes tells the store which nodes' rows to ask for", () => {
+    const { store, host, controller } = mount();
+    const told: number[][] = [];
+    store.onPanes = (nodes) => told.push(nodes);
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="1"]')!.click();
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="0"]')!.click();
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="1"]')!.click();
+    controller.abort(); // the view goes: its panes with it
+    expect(told).toEqual([[1], [0, 1], [0], []]);
+  });
+
   it("two views of one store (inline and sidebar) show the same rows", () => {
     const { store, host } = mount();
     const side = document.createElement("div");

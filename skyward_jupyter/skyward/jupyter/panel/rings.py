@@ -168,6 +168,10 @@ class LogRing:
             self._changed.clear()
         return [(i, *rows[i]) for i in changed]
 
+    def forget_changes(self) -> None:
+        """Mark every row taken: a snapshot of the ring carries them."""
+        self._changed.clear()
+
     def snapshot(self) -> list[tuple[int, str, str]]:
         """Every row kept, as ``(number, stream, text)``."""
         return [(i, stream, text) for i, (stream, text) in self.rows.items()]
