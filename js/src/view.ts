@@ -2,6 +2,7 @@
 
 import { CHART_REDRAW_MS, drawSparkline, formatValue } from "./chart";
 import { LogPane } from "./logpane";
+import type { SeriesRing } from "./metrics";
 import { RedrawPacer } from "./pacer";
 import type { PanelStore } from "./store";
 import type { NodeSummary, PanelModel, Summary } from "./types";
@@ -47,10 +48,26 @@ export function stateLabel(n: Pick<NodeSummary, "state" | "phase">): string {
   return n.state;
 }
 
+/** Charts drawn in one frame at most. */
+export const CHARTS_PER_FRAME = 8;
+
+interface Chart {
+  canvas: HTMLCanvasElement;
+  value: HTMLElement;
+  version: number;
+}
+
+interface StaleChart {
+  name: string;
+  chart: Chart;
+  series: SeriesRing;
+  colour: string;
+}
+
 interface Row {
   tr: HTMLTableRowElement;
   cells: Record<string, HTMLTableCellElement>;
-  charts: Map<string, { canvas: HTMLCanvasElement; value: HTMLElement; version: number }>;
+  charts: Map<string, Chart>;
   pane: LogPane | null;
   key: string;
 }
@@ -70,6 +87,7 @@ export class PanelView {
   private dirtySummary = true;
   private dirtyData = true;
   private charts = new RedrawPacer(CHART_REDRAW_MS, () => this.redraw());
+  private chartQueue: StaleChart[] = [];
 
   constructor(
     private model: PanelModel,
@@ -162,9 +180,11 @@ export class PanelView {
 
   draw(): void {
     const summary = this.store.summary;
-    if (this.dirtySummary && summary) this.drawSummary(summary);
-    if ((this.dirtyData || this.dirtySummary) && summary) this.drawData(summary);
-    this.dirtySummary = this.dirtyData = false;
+    const dirtySummary = this.dirtySummary;
+    const dirty = this.dirtyData || dirtySummary;
+    this.dirtySummary = this.dirtyData = false; // what drawing asks for is the next frame's
+    if (dirtySummary && summary) this.drawSummary(summary);
+    if (dirty && summary) this.drawData(summary);
   }
 
   private drawSummary(s: Summary): void {
@@ -301,9 +321,15 @@ export class PanelView {
       const row = this.rows.get(n.node);
       if (row) this.drawLog(n.node, row, now);
     }
-    if (this.chartsStale(s) && this.charts.due(now)) {
+    // A round of chart redraws is spread over frames, CHARTS_PER_FRAME at a time: 16
+    // nodes of 4 metrics each drawn in one frame made it long.
+    if (!this.chartQueue.length && this.chartsStale(s) && this.charts.due(now)) {
       this.charts.drew(now);
-      this.drawCharts(s);
+      this.chartQueue = this.staleCharts(s);
+    }
+    if (this.chartQueue.length) {
+      for (const chart of this.chartQueue.splice(0, CHARTS_PER_FRAME)) this.drawChart(chart);
+      if (this.chartQueue.length) this.redraw();
     }
   }
 
@@ -320,7 +346,9 @@ export class PanelView {
     return false;
   }
 
-  private drawCharts(s: Summary): void {
+  /** The charts whose series changed since they were drawn, in the order of the rows. */
+  private staleCharts(s: Summary): StaleChart[] {
+    const out: StaleChart[] = [];
     for (const n of s.nodes) {
       const row = this.rows.get(n.node);
       if (!row) continue;
@@ -329,13 +357,18 @@ export class PanelView {
       for (const [name, chart] of row.charts) {
         const series = byName?.get(name);
         const colour = COLOURS[i++ % COLOURS.length];
-        if (!series || series.version === chart.version) continue;
-        chart.version = series.version;
-        const points = drawSparkline(chart.canvas, series, colour);
-        chart.canvas.dataset.points = String(points);
-        chart.value.textContent = formatValue(name, series.last());
+        if (series && series.version !== chart.version) out.push({ name, chart, series, colour });
       }
     }
+    return out;
+  }
+
+  private drawChart({ name, chart, series, colour }: StaleChart): void {
+    if (!chart.canvas.isConnected) return;
+    chart.version = series.version;
+    const points = drawSparkline(chart.canvas, series, colour);
+    chart.canvas.dataset.points = String(points);
+    chart.value.textContent = formatValue(name, series.last());
   }
 
   private drawLog(node: number, row: Row, now: number): void {

@@ -3,7 +3,7 @@ import { CHART_REDRAW_MS } from "../src/chart";
 import { OVERSCAN, REDRAW_MS, VISIBLE_LINES } from "../src/logwindow";
 import { PanelStore } from "../src/store";
 import type { NodeSummary, PanelModel, Summary, SyncMessage } from "../src/types";
-import { PanelView, stateLabel } from "../src/view";
+import { CHARTS_PER_FRAME, PanelView, stateLabel } from "../src/view";
 
 function node(n: number): NodeSummary {
   return {
@@ -164,6 +164,30 @@ describe("PanelView under a flood", () => {
       frame();
     }
     expect(value()).toBe("159"); // the last point, once they stop
+  });
+
+  it("a round of chart redraws is spread over frames, CHARTS_PER_FRAME at a time", () => {
+    const names = ["a", "b", "c", "d"];
+    const many: Summary = { ...summary, nodes: [...Array(16).keys()].map((n) => ({ ...node(n), metrics: names })) };
+    const store = new PanelStore();
+    store.setSummary(many);
+    store.apply({ kind: "snapshot", seq: 0, logs: {}, metrics: false }, undefined);
+    const host = document.createElement("div");
+    document.body.append(host);
+    new PanelView(model, store, host, new AbortController().signal);
+    frame();
+    for (let n = 0; n < 16; n++) for (const name of names) store.series(n, name).push(new Float64Array([1]), new Float64Array([7]));
+    store.apply({ kind: "delta", seq: 1, logs: {}, metrics: false }, undefined);
+    const drawn = () => [...host.querySelectorAll(".sw-chart-value")].filter((e) => e.textContent === "7.00").length;
+    const perFrame: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const before = drawn();
+      frame();
+      perFrame.push(drawn() - before);
+    }
+    expect(drawn()).toBe(64);
+    expect(Math.max(...perFrame)).toBe(CHARTS_PER_FRAME);
+    expect(perFrame.filter((k) => k > 0)).toHaveLength(64 / CHARTS_PER_FRAME);
   });
 
   it("a closed pane has no log lines in the DOM", () => {
