@@ -44,8 +44,12 @@ function initialize({ model }: { model: PanelModel }): () => void {
   model.on("change:summary", onSummary);
   model.on("msg:custom", onMessage);
   model.send({ kind: "hello", lab: isLab() });
+  // The kernel sends log rows only for the panes open here.
+  store.onPanes = (nodes) => model.send({ kind: "panes", client: store.client, nodes });
+  if (store.openPanes().length) store.onPanes(store.openPanes());
   controller.signal.addEventListener("abort", () => {
     try {
+      store.onPanes = null;
       model.off("change:summary", onSummary);
       model.off("msg:custom", onMessage);
     } catch (err) {

@@ -1,5 +1,6 @@
 // The per-model store: one per widget model in a page, shared by all its views.
-// It applies the kernel's deltas and snapshots; views read it on their own rAF.
+// It applies the kernel's deltas and snapshots; views read it on their own rAF. It also
+// gathers which log panes its views have open: the kernel sends log rows for those only.
 
 import { decodeMetrics, SeriesRing } from "./metrics";
 import type { LogRow, Summary, SyncMessage } from "./types";
@@ -68,7 +69,31 @@ export class PanelStore {
   seq = 0;
   synced = false;
   messages = 0;
+  /** This page's name for the store, in what it tells the kernel. */
+  readonly client = Math.random().toString(36).slice(2, 10);
+  /** Told the nodes whose pane is open in some view, whenever that changes. */
+  onPanes: ((nodes: number[]) => void) | null = null;
+  private panes = new Map<object, ReadonlySet<number>>();
+  private shown = "";
   private listeners = new Set<(what: "summary" | "data") => void>();
+
+  /** The panes `view` has open (null once it is gone). */
+  setPanes(view: object, nodes: ReadonlySet<number> | null): void {
+    if (nodes && nodes.size) this.panes.set(view, new Set(nodes));
+    else this.panes.delete(view);
+    const all = this.openPanes();
+    const key = all.join(",");
+    if (key === this.shown) return;
+    this.shown = key;
+    this.onPanes?.(all);
+  }
+
+  /** The nodes whose pane is open in some view, ascending. */
+  openPanes(): number[] {
+    const all = new Set<number>();
+    for (const nodes of this.panes.values()) for (const n of nodes) all.add(n);
+    return [...all].sort((a, b) => a - b);
+  }
 
   subscribe(fn: (what: "summary" | "data") => void, signal: AbortSignal): void {
     this.listeners.add(fn);
@@ -125,7 +150,7 @@ export class PanelStore {
       for (const byName of this.metrics.values()) for (const s of byName.values()) s.clear();
     }
     for (const [node, part] of Object.entries(msg.logs ?? {})) {
-      this.log(Number(node)).apply(part.first, part.rows, snapshot);
+      this.log(Number(node)).apply(part.first, part.rows, snapshot || Boolean(part.whole));
     }
     if (msg.metrics && buffers && buffers.length) {
       for (const s of decodeMetrics(buffers[0] as ArrayBuffer)) this.series(s.node, s.name).push(s.t, s.v);

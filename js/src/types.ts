@@ -51,7 +51,8 @@ export type LogRow = [number, string, string];
 export interface SyncMessage {
   kind: "delta" | "snapshot";
   seq: number;
-  logs: Record<string, { first: number; rows: LogRow[] }>;
+  /** Rows of the nodes whose pane is open; `whole`: every row kept, replacing ours. */
+  logs: Record<string, { first: number; rows: LogRow[]; whole?: boolean }>;
   metrics: boolean;
 }
 
@@ -59,6 +60,7 @@ export interface SyncMessage {
 export type ToKernel =
   | { kind: "hello"; lab: boolean }
   | { kind: "snapshot" }
+  | { kind: "panes"; client: string; nodes: number[] }
   | { kind: "shutdown" }
   | { kind: "interrupt" };
 

@@ -2,6 +2,7 @@
 
 import { CHART_REDRAW_MS, drawSparkline, formatValue } from "./chart";
 import { LogPane } from "./logpane";
+import type { SeriesRing } from "./metrics";
 import { RedrawPacer } from "./pacer";
 import type { PanelStore } from "./store";
 import type { NodeSummary, PanelModel, Summary } from "./types";
@@ -40,10 +41,33 @@ export function cost(summary: Summary, now: number): number {
   return total;
 }
 
+/** The text of a node's state badge: a node being bootstrapped or replaced shows how far
+ * it (its new instance) has come. */
+export function stateLabel(n: Pick<NodeSummary, "state" | "phase">): string {
+  if ((n.state === "bootstrapping" || n.state === "replacing") && n.phase) return `${n.state}: ${n.phase}`;
+  return n.state;
+}
+
+/** Charts drawn in one frame at most. */
+export const CHARTS_PER_FRAME = 8;
+
+interface Chart {
+  canvas: HTMLCanvasElement;
+  value: HTMLElement;
+  version: number;
+}
+
+interface StaleChart {
+  name: string;
+  chart: Chart;
+  series: SeriesRing;
+  colour: string;
+}
+
 interface Row {
   tr: HTMLTableRowElement;
   cells: Record<string, HTMLTableCellElement>;
-  charts: Map<string, { canvas: HTMLCanvasElement; value: HTMLElement; version: number }>;
+  charts: Map<string, Chart>;
   pane: LogPane | null;
   key: string;
 }
@@ -63,6 +87,7 @@ export class PanelView {
   private dirtySummary = true;
   private dirtyData = true;
   private charts = new RedrawPacer(CHART_REDRAW_MS, () => this.redraw());
+  private chartQueue: StaleChart[] = [];
 
   constructor(
     private model: PanelModel,
@@ -120,6 +145,7 @@ export class PanelView {
     signal.addEventListener("abort", () => {
       try {
         model.off("change:subshells", this.onSubshells);
+        this.store.setPanes(this, null);
         if (this.frame) cancelAnimationFrame(this.frame);
         this.charts.cancel();
         this.root.remove();
@@ -154,9 +180,11 @@ export class PanelView {
 
   draw(): void {
     const summary = this.store.summary;
-    if (this.dirtySummary && summary) this.drawSummary(summary);
-    if ((this.dirtyData || this.dirtySummary) && summary) this.drawData(summary);
-    this.dirtySummary = this.dirtyData = false;
+    const dirtySummary = this.dirtySummary;
+    const dirty = this.dirtyData || dirtySummary;
+    this.dirtySummary = this.dirtyData = false; // what drawing asks for is the next frame's
+    if (dirtySummary && summary) this.drawSummary(summary);
+    if (dirty && summary) this.drawData(summary);
   }
 
   private drawSummary(s: Summary): void {
@@ -199,6 +227,7 @@ export class PanelView {
         row.tr.remove();
         row.pane?.close();
         this.rows.delete(node);
+        if (this.open.delete(node)) this.store.setPanes(this, this.open);
       }
     }
   }
@@ -238,6 +267,7 @@ export class PanelView {
       () => {
         if (this.open.has(node)) this.open.delete(node);
         else this.open.add(node);
+        this.store.setPanes(this, this.open);
         this.dirtyData = true;
         this.schedule();
       },
@@ -254,7 +284,7 @@ export class PanelView {
 
   private drawNode(n: NodeSummary): void {
     const row = this.row(n.node);
-    const state = n.state === "bootstrapping" && n.phase ? `bootstrapping: ${n.phase}` : n.state === "busy" ? "busy" : n.state;
+    const state = stateLabel(n);
     const key = JSON.stringify([n.instance_id, state, n.address, n.spot, n.accelerator, n.instance_type, n.note, n.task]);
     row.tr.dataset.state = n.state;
     if (key !== row.key) {
@@ -291,9 +321,15 @@ export class PanelView {
       const row = this.rows.get(n.node);
       if (row) this.drawLog(n.node, row, now);
     }
-    if (this.chartsStale(s) && this.charts.due(now)) {
+    // A round of chart redraws is spread over frames, CHARTS_PER_FRAME at a time: 16
+    // nodes of 4 metrics each drawn in one frame made it long.
+    if (!this.chartQueue.length && this.chartsStale(s) && this.charts.due(now)) {
       this.charts.drew(now);
-      this.drawCharts(s);
+      this.chartQueue = this.staleCharts(s);
+    }
+    if (this.chartQueue.length) {
+      for (const chart of this.chartQueue.splice(0, CHARTS_PER_FRAME)) this.drawChart(chart);
+      if (this.chartQueue.length) this.redraw();
     }
   }
 
@@ -310,7 +346,9 @@ export class PanelView {
     return false;
   }
 
-  private drawCharts(s: Summary): void {
+  /** The charts whose series changed since they were drawn, in the order of the rows. */
+  private staleCharts(s: Summary): StaleChart[] {
+    const out: StaleChart[] = [];
     for (const n of s.nodes) {
       const row = this.rows.get(n.node);
       if (!row) continue;
@@ -319,13 +357,18 @@ export class PanelView {
       for (const [name, chart] of row.charts) {
         const series = byName?.get(name);
         const colour = COLOURS[i++ % COLOURS.length];
-        if (!series || series.version === chart.version) continue;
-        chart.version = series.version;
-        const points = drawSparkline(chart.canvas, series, colour);
-        chart.canvas.dataset.points = String(points);
-        chart.value.textContent = formatValue(name, series.last());
+        if (series && series.version !== chart.version) out.push({ name, chart, series, colour });
       }
     }
+    return out;
+  }
+
+  private drawChart({ name, chart, series, colour }: StaleChart): void {
+    if (!chart.canvas.isConnected) return;
+    chart.version = series.version;
+    const points = drawSparkline(chart.canvas, series, colour);
+    chart.canvas.dataset.points = String(points);
+    chart.value.textContent = formatValue(name, series.last());
   }
 
   private drawLog(node: number, row: Row, now: number): void {

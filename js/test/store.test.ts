@@ -83,3 +83,33 @@ describe("NodeLog", () => {
     expect(log.ordered()).toEqual([11, 12]);
   });
 });
+
+describe("PanelStore panes", () => {
+  it("tells the kernel the open panes of all its views, once per change", () => {
+    const store = new PanelStore();
+    const told: number[][] = [];
+    store.onPanes = (nodes) => told.push(nodes);
+    const inline = {};
+    const sidebar = {};
+    store.setPanes(inline, new Set([3]));
+    store.setPanes(sidebar, new Set([3, 1]));
+    store.setPanes(inline, new Set([3])); // no change
+    store.setPanes(sidebar, null); // the sidebar closed: node 3 stays open inline
+    store.setPanes(inline, new Set());
+    expect(told).toEqual([[3], [1, 3], [3], []]);
+  });
+
+  it("a pane's whole rows replace the rows it had", () => {
+    const store = new PanelStore();
+    store.apply({ kind: "snapshot", seq: 1, logs: {}, metrics: false }, undefined);
+    store.apply(delta(2, [[0, "stdout", "stale"], [1, "stdout", "stale too"]]), undefined);
+    const whole: SyncMessage = {
+      kind: "delta",
+      seq: 3,
+      logs: { "0": { first: 5, rows: [[5, "stdout", "five"], [6, "stdout", "six"]], whole: true } },
+      metrics: false,
+    };
+    expect(store.apply(whole, undefined)).toBe(true);
+    expect([...store.log(0).rows.keys()]).toEqual([5, 6]);
+  });
+});

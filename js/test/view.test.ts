@@ -3,7 +3,7 @@ import { CHART_REDRAW_MS } from "../src/chart";
 import { OVERSCAN, REDRAW_MS, VISIBLE_LINES } from "../src/logwindow";
 import { PanelStore } from "../src/store";
 import type { NodeSummary, PanelModel, Summary, SyncMessage } from "../src/types";
-import { PanelView } from "../src/view";
+import { CHARTS_PER_FRAME, PanelView, stateLabel } from "../src/view";
 
 function node(n: number): NodeSummary {
   return {
@@ -166,6 +166,30 @@ describe("PanelView under a flood", () => {
     expect(value()).toBe("159"); // the last point, once they stop
   });
 
+  it("a round of chart redraws is spread over frames, CHARTS_PER_FRAME at a time", () => {
+    const names = ["a", "b", "c", "d"];
+    const many: Summary = { ...summary, nodes: [...Array(16).keys()].map((n) => ({ ...node(n), metrics: names })) };
+    const store = new PanelStore();
+    store.setSummary(many);
+    store.apply({ kind: "snapshot", seq: 0, logs: {}, metrics: false }, undefined);
+    const host = document.createElement("div");
+    document.body.append(host);
+    new PanelView(model, store, host, new AbortController().signal);
+    frame();
+    for (let n = 0; n < 16; n++) for (const name of names) store.series(n, name).push(new Float64Array([1]), new Float64Array([7]));
+    store.apply({ kind: "delta", seq: 1, logs: {}, metrics: false }, undefined);
+    const drawn = () => [...host.querySelectorAll(".sw-chart-value")].filter((e) => e.textContent === "7.00").length;
+    const perFrame: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const before = drawn();
+      frame();
+      perFrame.push(drawn() - before);
+    }
+    expect(drawn()).toBe(64);
+    expect(Math.max(...perFrame)).toBe(CHARTS_PER_FRAME);
+    expect(perFrame.filter((k) => k > 0)).toHaveLength(64 / CHARTS_PER_FRAME);
+  });
+
   it("a closed pane has no log lines in the DOM", () => {
     const { store, host } = mount();
     store.apply(lines(0, 0, 2000), undefined);
@@ -180,6 +204,17 @@ describe("PanelView under a flood", () => {
     expect(host.querySelectorAll(".sw-log")).toHaveLength(0);
   });
 
+  it("opening and closing panes tells the store which nodes' rows to ask for", () => {
+    const { store, host, controller } = mount();
+    const told: number[][] = [];
+    store.onPanes = (nodes) => told.push(nodes);
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="1"]')!.click();
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="0"]')!.click();
+    host.querySelector<HTMLElement>('tr.sw-node[data-node="1"]')!.click();
+    controller.abort(); // the view goes: its panes with it
+    expect(told).toEqual([[1], [0, 1], [0], []]);
+  });
+
   it("two views of one store (inline and sidebar) show the same rows", () => {
     const { store, host } = mount();
     const side = document.createElement("div");
@@ -192,5 +227,30 @@ describe("PanelView under a flood", () => {
     const text = (h: HTMLElement) => [...h.querySelectorAll(".sw-line")].map((e) => e.textContent);
     expect(text(side)).toEqual(text(host));
     expect(text(host).at(-1)).toBe("node 1 line 299");
+  });
+});
+
+describe("PanelView state badges", () => {
+  it("a node being replaced shows replacing, with its new instance's progress, until ready", () => {
+    const { store, host } = mount();
+    const badge = () => host.querySelector<HTMLElement>('tr.sw-node[data-node="1"] .sw-badge')!;
+    const show = (state: string, phase: string) => {
+      store.setSummary({ ...summary, nodes: [node(0), { ...node(1), state, phase, note: "" }] });
+      frame();
+    };
+    show("replacing", "requested");
+    expect(badge().textContent).toBe("replacing: requested");
+    expect(badge().classList.contains("sw-badge-replacing")).toBe(true);
+    show("replacing", "packages");
+    expect(badge().textContent).toBe("replacing: packages");
+    show("ready", "");
+    expect(badge().textContent).toBe("ready");
+  });
+
+  it("stateLabel names the phase of a node bootstrapping or being replaced only", () => {
+    expect(stateLabel({ state: "bootstrapping", phase: "agent" })).toBe("bootstrapping: agent");
+    expect(stateLabel({ state: "replacing", phase: "launched" })).toBe("replacing: launched");
+    expect(stateLabel({ state: "replacing", phase: "" })).toBe("replacing");
+    expect(stateLabel({ state: "busy", phase: "agent" })).toBe("busy");
   });
 });

@@ -43,7 +43,8 @@ def lines(node: NodeInstance, *rows: tuple[str, str, bool]) -> LogLines:
 
 async def _drained(p, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while any(v.log.pending for v in p.state.nodes.values()) or p._throttle.pending:
+    shown = [v for n, v in p.state.nodes.items() if n in p.shown]
+    while any(v.log.pending for v in shown) or p._throttle.pending:
         assert time.monotonic() < deadline, "the panel did not sync everything"
         await asyncio.sleep(0.02)
 
@@ -59,6 +60,8 @@ class Mirror:
     def __call__(self, content, buffers=None) -> None:
         self.seqs.append(content["seq"])
         for node, part in content["logs"].items():
+            if part["whole"] or content["kind"] == "snapshot":
+                self.rows[node] = {}
             rows = self.rows.setdefault(node, {})
             for n, stream, text in part["rows"]:
                 rows[n] = (stream, text)
@@ -67,6 +70,11 @@ class Mirror:
         if buffers:
             for node, name, _t, v in decode_metrics(buffers[0]):
                 self.points.setdefault((node, name), []).extend(v)
+
+
+def _open(p, *nodes: int, client: str = "page") -> None:
+    """A page's store says which panes are open (as js/src/index.ts sends it)."""
+    p._handle({"kind": "panes", "client": client, "nodes": list(nodes)}, False)
 
 
 @pytest.fixture
@@ -90,6 +98,7 @@ def panel():
 async def test_throttle_10000_logs_in_a_second(panel):
     bus = EventBus()
     p, mirror = panel(bus)
+    _open(p, 0, 1)
     nodes = [_node(0), _node(1)]
     syncs = p.stats["syncs"]
     start = time.monotonic()
@@ -117,6 +126,7 @@ async def test_throttle_10000_logs_in_a_second(panel):
 async def test_ring_bound_keeps_memory_flat(panel):
     bus = EventBus()
     p, mirror = panel(bus)
+    _open(p, 0)
     node = _node(0)
     for i in range(50_000):
         bus.publish(lines(node, ("stdout", f"line {i}", False)))
@@ -130,6 +140,7 @@ async def test_ring_bound_keeps_memory_flat(panel):
 async def test_snapshot_for_a_late_view(panel):
     bus = EventBus()
     p, mirror = panel(bus)
+    _open(p, 3)
     node = _node(3)
     for i in range(10):
         bus.publish(lines(node, ("stdout", f"line {i}", False)))
@@ -160,3 +171,51 @@ async def test_buttons_are_handed_to_the_loop_from_another_thread(panel):
         await asyncio.sleep(0.01)
     assert called == [("shutdown", True)]
     assert p.widget.subshells is True and p.frontend["lab"] is True
+
+
+async def test_rows_go_only_for_open_panes_and_all_of_them_when_one_opens(panel):
+    bus = EventBus()
+    p, mirror = panel(bus)
+    nodes = [_node(n) for n in range(4)]
+    for i in range(3000):
+        for node in nodes:
+            bus.publish(lines(node, ("stdout", f"node {node.node} line {i}", False)))
+    bus.publish(Metric(nodes[2], "loss", 0.5, 1.0))
+    await _drained(p)
+    assert mirror.rows == {}  # every pane closed: no rows, whatever the flood
+    assert mirror.points[(2, "loss")] == [0.5]  # the charts show on the rows: points go
+    sent = p.stats["bytes"]
+    _open(p, 2)
+    await _drained(p)
+    assert mirror.rows["2"] == dict(p.state.nodes[2].log.rows)  # the pane's whole log
+    assert len(mirror.rows["2"]) == 2000 and set(mirror.rows) == {"2"}
+    for node in nodes:
+        bus.publish(lines(node, ("stdout", f"node {node.node} later", False)))
+    await _drained(p)
+    assert mirror.rows["2"][p.state.nodes[2].log.total - 1] == ("stdout", "node 2 later")
+    assert set(mirror.rows) == {"2"}
+    assert p.stats["bytes"] - sent < 2000 * 60  # one pane's rows, not four
+    assert mirror.seqs == list(range(1, len(mirror.seqs) + 1))
+
+
+async def test_panes_of_two_pages(panel):
+    bus = EventBus()
+    p, mirror = panel(bus)
+    node = _node(0)
+    bus.publish(lines(node, ("stdout", "first", False)))
+    _open(p, 0, client="a")
+    await _drained(p)
+    assert mirror.rows["0"] == {0: ("stdout", "first")}
+    mirror.rows.clear()  # page b's store has no rows yet
+    _open(p, 0, client="b")
+    await _drained(p)
+    assert mirror.rows["0"] == {0: ("stdout", "first")}  # b opening it sends them again
+    _open(p, client="a")  # a closes its pane; b's stays open
+    bus.publish(lines(node, ("stdout", "second", False)))
+    await _drained(p)
+    assert mirror.rows["0"][1] == ("stdout", "second")
+    _open(p, client="b")
+    bus.publish(lines(node, ("stdout", "third", False)))
+    await _drained(p)
+    assert 2 not in mirror.rows["0"]
+    assert p.shown == set()

@@ -8,7 +8,6 @@ the cell ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import sys
 import time
@@ -34,6 +33,7 @@ from ..events import (
     InstanceRunning,
     NodeInstance,
 )
+from .throttle import Throttle
 
 __all__ = ["CellOutput", "UpProgress"]
 
@@ -42,38 +42,11 @@ MESSAGES = 20.0  # display updates a second to the frontend, at most, all nodes 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 
 
-class _Throttle:
-    """Calls ``flush`` while something is dirty, at most ``RATE`` times a second and so
-    that the messages it sends stay under ``MESSAGES`` a second (``flush`` returns how
-    many it sent: one per node updated).
-
-    ``flush`` runs in the context of the cell that made the throttle: ipykernel keeps the
-    parent message in a context variable, and that is what sends a display to its cell.
-    """
-
-    def __init__(self, flush: Callable[[], int | None]) -> None:
-        self._flush = flush
-        self._context = contextvars.copy_context()
-        self._handle: asyncio.TimerHandle | None = None
-        self._next = 0.0
-
-    def poke(self) -> None:
-        if self._handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, self._next - loop.time())
-        self._handle = loop.call_later(delay, self._fire, context=self._context)
-
-    def _fire(self) -> None:
-        self._handle = None
-        now = asyncio.get_running_loop().time()
-        sent = self._flush() or 1
-        self._next = now + max(1.0 / RATE, sent / MESSAGES)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+def _throttle(flush: Callable[[], int | None]) -> Throttle:
+    """A throttle whose flushes run in the context of the cell that runs now (so its
+    displays go to that cell), at most ``RATE`` a second and ``MESSAGES`` messages a
+    second (``flush`` returns how many it sent: one per node updated)."""
+    return Throttle(flush, RATE, MESSAGES, contextvars.copy_context())
 
 
 class _Live:
@@ -89,7 +62,7 @@ class _Live:
         self._lines: dict[tuple[int, str], str] = {}
         self._handle: DisplayHandle | None = None
         self._shown = ""
-        self._throttle = _Throttle(self._flush)
+        self._throttle = _throttle(self._flush)
 
     def set(self, node: int, stream: str, text: str | None) -> None:
         key = (node, stream)
@@ -312,7 +285,7 @@ class UpProgress:
         self._handle: DisplayHandle | None = display(
             {"text/plain": self._render()}, raw=True, display_id=True
         )
-        self._throttle = _Throttle(self._flush)
+        self._throttle = _throttle(self._flush)
         self._context = contextvars.copy_context()
         self._final = ""
         self._unsubscribe = bus.subscribe_all(self._on_event)

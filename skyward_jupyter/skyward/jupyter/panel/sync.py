@@ -1,11 +1,13 @@
-"""Sync of the panel's state to the browser: the throttle, and what goes over the wire.
+"""Sync of the panel's state to the browser: what goes over the wire.
 
-- :class:`Throttle` coalesces: however fast events arrive, ``flush`` runs at most
-  ``RATE`` times a second, on the kernel's loop (``loop.call_later``, never a thread).
+- The widget sends at most ``RATE`` syncs a second (``jupyter/throttle.py``).
 - :func:`summary` is the small JSON of the cluster and node rows (a synced trait).
 - :func:`delta` / :func:`snapshot` are custom messages: the log rows written since the
   last sync (or all of them), and the metric points as one binary buffer
-  (:func:`encode_metrics`), decoded in ``js/src/metrics.ts``.
+  (:func:`encode_metrics`), decoded in ``js/src/metrics.ts``. Log rows go only for the
+  nodes whose pane is open in a browser (``shown``): under a flood from many nodes, the
+  rows of closed panes would be most of the traffic and of the page's work, for nothing
+  it shows. A pane that opens gets every row of its node once (``whole``).
 
 Binary metric format, version 1, little-endian::
 
@@ -15,11 +17,10 @@ Binary metric format, version 1, little-endian::
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, TypedDict
 
 from .state import PanelState
@@ -27,7 +28,6 @@ from .state import PanelState
 __all__ = [
     "RATE",
     "SYNC_ROWS",
-    "Throttle",
     "decode_metrics",
     "delta",
     "encode_metrics",
@@ -41,48 +41,6 @@ SYNC_ROWS = 100
 """Most log rows sent per node and sync, the newest first: a flood is shown as it comes,
 and what it skipped (still in the ring) follows once it calms down."""
 METRICS_VERSION = 1
-
-
-class Throttle:
-    """Calls ``flush`` at most ``rate`` times a second while something is pending."""
-
-    def __init__(self, flush: Callable[[], None], rate: float = RATE) -> None:
-        self._flush = flush
-        self._period = 1.0 / rate
-        self._handle: asyncio.TimerHandle | None = None
-        self._last = float("-inf")
-        self.flushes = 0
-
-    @property
-    def pending(self) -> bool:
-        """Whether a flush is scheduled."""
-        return self._handle is not None
-
-    def poke(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Something changed: flush soon (now if the last flush is old enough)."""
-        if self._handle is not None:
-            return
-        loop = loop or asyncio.get_running_loop()
-        delay = max(0.0, self._last + self._period - loop.time())
-        self._handle = loop.call_later(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        self._last = asyncio.get_running_loop().time()
-        self.flushes += 1
-        self._flush()
-
-    def flush_now(self) -> None:
-        """Flush at once (a snapshot is due), cancelling the scheduled flush."""
-        self.cancel()
-        self.flushes += 1
-        self._flush()
-
-    def cancel(self) -> None:
-        """Drop the scheduled flush."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 # -- metrics ----------------------------------------------------------------------------
@@ -135,10 +93,12 @@ def decode_metrics(data: bytes) -> list[tuple[int, str, list[float], list[float]
 
 
 class LogRows(TypedDict):
-    """Rows of one node: ``first`` is the oldest row number kept (older ones are gone)."""
+    """Rows of one node: ``first`` is the oldest row number kept (older ones are gone);
+    ``whole``: these are all the rows kept, which replace what the browser has."""
 
     first: int
     rows: list[tuple[int, str, str]]
+    whole: bool
 
 
 class DeltaMessage(TypedDict):
@@ -194,15 +154,23 @@ def summary(state: PanelState, now: float) -> dict[str, Any]:
     }
 
 
-def delta(state: PanelState, seq: int) -> tuple[DeltaMessage, bytes | None]:
-    """The rows (at most ``SYNC_ROWS`` a node) and points written since the last call
-    (and mark them taken)."""
+def delta(
+    state: PanelState, seq: int, shown: Collection[int] = (), whole: Collection[int] = ()
+) -> tuple[DeltaMessage, bytes | None]:
+    """The rows written since the last call of the ``shown`` nodes (at most ``SYNC_ROWS``
+    a node; every row kept of the ``whole`` ones) and every node's new points, marked
+    taken."""
     logs: dict[str, LogRows] = {}
     series: list[Series] = []
     for node, view in state.nodes.items():
-        rows = view.log.take_changes(SYNC_ROWS)
-        if rows:
-            logs[str(node)] = {"first": view.log.first, "rows": rows}
+        log = view.log
+        if node in whole:
+            log.forget_changes()
+            logs[str(node)] = {"first": log.first, "rows": log.snapshot(), "whole": True}
+        elif node in shown:
+            rows = log.take_changes(SYNC_ROWS)
+            if rows:
+                logs[str(node)] = {"first": log.first, "rows": rows, "whole": False}
         for name, s in view.metrics.items():
             if s.fresh:
                 t, v = s.take_fresh()
@@ -211,12 +179,16 @@ def delta(state: PanelState, seq: int) -> tuple[DeltaMessage, bytes | None]:
     return {"kind": "delta", "seq": seq, "logs": logs, "metrics": buffer is not None}, buffer
 
 
-def snapshot(state: PanelState, seq: int) -> tuple[DeltaMessage, bytes]:
-    """Every row and point kept (after a :func:`delta`, so nothing is pending)."""
+def snapshot(
+    state: PanelState, seq: int, shown: Collection[int] = ()
+) -> tuple[DeltaMessage, bytes]:
+    """Every point kept, and every row kept of the ``shown`` nodes (marked taken)."""
     logs: dict[str, LogRows] = {}
     series: list[Series] = []
     for node, view in state.nodes.items():
-        logs[str(node)] = {"first": view.log.first, "rows": view.log.snapshot()}
+        if node in shown:
+            view.log.forget_changes()
+            logs[str(node)] = {"first": view.log.first, "rows": view.log.snapshot(), "whole": True}
         for name, s in view.metrics.items():
             t, v = s.points()
             series.append((node, name, t, v))

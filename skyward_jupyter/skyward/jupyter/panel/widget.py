@@ -3,7 +3,9 @@
 The panel subscribes once to the bus, folds every event into its :class:`PanelState`
 (``state.py``) and syncs the browser at most ``RATE`` times a second (``sync.py``): the
 cluster and node rows as a synced trait, log rows and metric points as custom messages.
-A view that mounts late asks for a snapshot. Button presses from the browser may arrive
+Log rows go only for the panes open in a browser (each page's store says which, as
+"panes"), and all of a node's rows when its pane opens. A view that mounts late asks
+for a snapshot. Button presses from the browser may arrive
 on a comm-subshell thread while a cell runs; they are handed to the kernel's loop with
 ``call_soon_threadsafe`` and nothing else is done on that thread.
 """
@@ -28,8 +30,9 @@ import traitlets
 from ...core.bus import EventBus
 from ...core.outputs import LogLines
 from ...events import Error, Event, Log
+from ..throttle import Throttle
 from .state import PanelState, apply
-from .sync import RATE, Throttle, delta, snapshot, summary
+from .sync import RATE, delta, snapshot, summary
 
 __all__ = ["Panel", "PanelWidget"]
 
@@ -73,10 +76,13 @@ class PanelWidget(anywidget.AnyWidget):
 
 
 class FromBrowser(TypedDict, total=False):
-    """A message a view sends: ``kind`` is hello, snapshot, shutdown or interrupt."""
+    """A message a view sends: ``kind`` is hello, snapshot, panes, shutdown or interrupt;
+    "panes" names the ``nodes`` whose log pane is open in the page's store ``client``."""
 
     kind: str
     lab: bool
+    client: str
+    nodes: list[int]
 
 
 class Panel:
@@ -100,6 +106,8 @@ class Panel:
         self._thread = threading.current_thread()
         self._clock = clock
         self._seq = 0
+        self._panes: dict[str, set[int]] = {}  # the open panes of each page's store
+        self._whole: set[int] = set()  # panes just opened: all their rows are due
         self._last_summary: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sidecars: list[Any] = []
@@ -126,12 +134,30 @@ class Panel:
             self.widget.summary = {**current, "now": now}
             self.stats["bytes"] += len(json.dumps(current))
             self._unroute()
-        message, buffer = delta(self.state, self._seq + 1)
+        shown = self.shown
+        message, buffer = delta(self.state, self._seq + 1, shown, self._whole)
+        self._whole = set()
         if message["logs"] or buffer is not None:
             self._seq += 1
             self._send(message, buffer)
-        if any(view.log.pending for view in self.state.nodes.values()):
+        nodes = self.state.nodes
+        if any(nodes[n].log.pending for n in shown if n in nodes):
             self._throttle.poke(self._loop)  # rows a flood skipped: send them next
+
+    @property
+    def shown(self) -> set[int]:
+        """The nodes whose log pane is open in some browser."""
+        return set().union(*self._panes.values())
+
+    def _show(self, client: str, nodes: Any) -> None:
+        """A page's store says which panes are open; a pane just opened gets all its rows."""
+        mine = {n for n in nodes if isinstance(n, int)} if isinstance(nodes, list) else set()
+        self._whole |= mine - self._panes.get(client, set())
+        if mine:
+            self._panes[client] = mine
+        else:
+            self._panes.pop(client, None)
+        self._throttle.poke(self._loop)
 
     def _send(self, message: Any, buffer: bytes | None) -> None:
         self.stats["messages"] += 1
@@ -158,8 +184,8 @@ class Panel:
                 pass
 
     def _send_snapshot(self) -> None:
-        self._throttle.flush_now()
-        message, buffer = snapshot(self.state, self._seq)
+        self._throttle.flush_now(self._loop)
+        message, buffer = snapshot(self.state, self._seq, self.shown)
         self.stats["snapshots"] += 1
         self._send(message, buffer)
 
@@ -185,6 +211,8 @@ class Panel:
             self._send_snapshot()
         elif kind == "snapshot":
             self._send_snapshot()
+        elif kind == "panes":
+            self._show(str(content.get("client", "")), content.get("nodes"))
         elif kind in self.actions:
             try:
                 result = self.actions[kind]()
