@@ -103,7 +103,7 @@ async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
     assert sim.count("POST", "/graphql") >= 3  # offers, refused deploy, deploy
     assert "no capacity for NVIDIA A100 80GB PCIe x2 (community) (spot" in caplog.text
     assert "trying" in caplog.text
-    assert context.pods[pod_id] == context.candidates[1]
+    assert context.instances[pod_id] == context.candidates[1]
     await provider.destroy(context, pod_id)
 
 
