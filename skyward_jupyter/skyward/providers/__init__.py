@@ -16,7 +16,7 @@ from ..model import ClusterSpec
 
 if TYPE_CHECKING:
     from .aws import AwsContext
-    from .container.runtime import NodeCluster
+    from .container.common import NodeCluster
     from .gcp import GcpContext
     from .httpcloud import CloudCluster
     from .vastai.provider import VastCluster

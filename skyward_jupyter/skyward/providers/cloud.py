@@ -25,6 +25,7 @@ __all__ = [
     "Candidate",
     "accelerator_matches",
     "caller_cidr",
+    "describe_machine",
     "describe_request",
     "effective_price",
     "host_key_installed",
@@ -108,6 +109,15 @@ def rank(candidates: Sequence[Candidate], spec: ClusterSpec) -> list[Candidate]:
             continue
         kept.append(c)
     return sorted(kept, key=lambda c: (c.price, not c.spot, c.offer.instance_type))
+
+
+def describe_machine(spec: ClusterSpec) -> str:
+    """``A100 x8 (spot) under $30.00/h`` (``a CPU machine`` when no GPU is asked for)."""
+    gpus = f"{spec.accelerator or 'any GPU'} x{spec.accelerator_count}"
+    what = gpus if spec.accelerator_count else "a CPU machine"
+    market = {"always": " (spot)", "never": " (on-demand)"}.get(spec.spot, "")
+    cap = f" under ${spec.max_price:.2f}/h" if spec.max_price else ""
+    return what + market + cap
 
 
 def describe_request(spec: ClusterSpec) -> str:

@@ -88,8 +88,10 @@ _TERMINATE = "mutation Terminate($input: PodTerminateInput!) { podTerminate(inpu
 def _errors_on(field_name: str, body: Any) -> bool:
     """Whether every GraphQL error in ``body`` is on the root field ``field_name``."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    return bool(errors) and all(
-        isinstance(e, dict) and (e.get("path") or [None])[0] == field_name for e in errors
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(isinstance(e, dict) and (e.get("path") or [None])[0] == field_name for e in errors)
     )
 
 
@@ -247,7 +249,8 @@ class RunPodProvider(HttpCloud[CloudCluster]):
     async def _pod(self, pod_id: str) -> dict[str, Any] | None:
         """The pod, or None where RunPod answers null or an error on ``pod`` (gone)."""
         data = await self._gql(_POD, {"input": {"podId": pod_id}}, classify=_answer_on("pod"))
-        return data.get("pod")
+        pod = data.get("pod")
+        return pod if isinstance(pod, dict) else None
 
     async def wait_running(
         self, context: CloudCluster, instance_id: InstanceId, timeout: float
