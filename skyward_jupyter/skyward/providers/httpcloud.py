@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ..core.provider import ClusterContext, ClusterKeys, ResourceNote, Resources, no_note
-from ..errors import CapacityError
+from ..errors import CapacityError, ProvisionError
 from ..events import InstanceId, ProviderName
 from ..model import ClusterSpec, Instance, Offer
 from .cloud import Candidate, describe_request, host_key_installed, launch_with_fallback
-from .http import ApiClient, Classifier, env_endpoint
+from .http import ApiClient, env_endpoint
 
 __all__ = ["CloudCluster", "HttpCloud"]
 
@@ -62,24 +62,44 @@ class HttpCloud(ABC, Generic[CC]):
     endpoint: ClassVar[str]
     default_image: ClassVar[str]
     credential: ClassVar[str]
+    key_hint: ClassVar[str] = ""  # how to set the credential, for the missing-key error
     ssh_user = "root"
-    _key: str  # the API key, where the provider sends one as a bearer token
 
     def __init__(
-        self, endpoint: str | None, image: str | None, classify: Classifier, options: Any
+        self,
+        api_key: str | None = None,
+        endpoint: str | None = None,
+        image: str | None = None,
+        **client_options: Any,
     ) -> None:
+        """A provider whose API takes a key as a bearer token (``api_key``, else what
+        ``_read_key`` finds); a missing key is an error that says what to set."""
+        self._key = api_key or self._read_key()
+        if not self._key:
+            raise ProvisionError(f"{self.name}: no credentials: set {self.key_hint}")
+        self._connect(endpoint, image, client_options)
+
+    def _read_key(self) -> str:
+        return os.environ.get(self.credential, "").strip()
+
+    def _connect(self, endpoint: str | None, image: str | None, options: Any) -> None:
         """The API client and image: ``SKYWARD_<NAME>_ENDPOINT`` and ``_IMAGE`` override
         the defaults (a test's simulator, another image)."""
         upper = self.name.upper()
         self.image = image or os.environ.get(f"SKYWARD_{upper}_IMAGE") or self.default_image
         base = endpoint or env_endpoint(f"SKYWARD_{upper}_ENDPOINT", self.endpoint)
         self._api = ApiClient(
-            self.name, base, self.credential, auth=self._headers, classify=classify, **options
+            self.name, base, self.credential, auth=self._headers, classify=self._classify, **options
         )
 
     async def _headers(self) -> dict[str, str]:
         """The headers of each request: the API key as a bearer token."""
         return {"Authorization": f"Bearer {self._key}"}
+
+    @staticmethod
+    def _classify(status: int, body: Any) -> Exception | None:
+        """The provider's own refusals (capacity, its error shapes); none by default."""
+        return None
 
     # -- what each provider implements --------------------------------------------------
 

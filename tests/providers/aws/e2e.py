@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+from typing import Any
 
 from tests.integration.kernel import Kernel
 
@@ -84,3 +85,25 @@ def run_notebook(path: str, env: dict[str, str]) -> list[str]:
             else:
                 os.environ[key] = value
     return [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
+
+
+def check_two_node_life(env: dict[str, str], provider: str, sim: Any) -> None:
+    """Up two A100:2 nodes on ``provider``'s simulator, run a cell, down: every node
+    answered, the facts came in order, and the simulator has nothing left."""
+    facts, texts = cluster_life(env, f"%skyward up --provider {provider} --gpus A100:2 --nodes 2")
+    assert f"ready: 2 node(s) on {provider}" in texts["up"], texts["up"]
+    for node in (0, 1):
+        assert f"[node {node}] hello from node {node} of 2" in texts["run"], texts["run"]
+    assert "destroyed (2 instance(s))" in texts["down"]
+    assert_two_node_sequence(facts)
+    assert sim.live_instances() == [] and sim.cluster_resources() == []
+    assert sim.backing.alive() == []
+
+
+def check_example_notebook(path: str, env: dict[str, str], provider: str, sim: Any) -> None:
+    """The provider's example notebook against its simulator: up, a cell, down."""
+    texts = run_notebook(path, env)
+    assert f"ready: 1 node(s) on {provider}" in texts[1], texts[1]
+    assert "CPUs" in texts[2]
+    assert "destroyed (1 instance(s))" in texts[4]
+    assert sim.live_instances() == [] and sim.cluster_resources() == []

@@ -25,7 +25,6 @@ makes sure no pod of the cluster is left, and ``restore`` needs nothing but the 
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from typing import Any
@@ -129,18 +128,8 @@ class RunPodProvider(HttpCloud[CloudCluster]):
     endpoint = ENDPOINT
     default_image = DEFAULT_IMAGE
     credential = CREDENTIAL
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        image: str | None = None,
-        **client_options: Any,
-    ) -> None:
-        self._key = api_key or os.environ.get(CREDENTIAL, "").strip()
-        if not self._key:
-            raise ProvisionError(f"runpod: no credentials: set {CREDENTIAL} (an API key)")
-        super().__init__(endpoint, image, _classify, client_options)
+    key_hint = f"{CREDENTIAL} (an API key)"
+    _classify = staticmethod(_classify)
 
     async def _gql(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
         body = await self._api.call(

@@ -91,20 +91,11 @@ class VastProvider(HttpCloud[VastCluster]):
     endpoint = ENDPOINT
     default_image = DEFAULT_IMAGE
     credential = CREDENTIAL
+    key_hint = f"{CREDENTIAL} (or run `vastai set api-key`)"
+    _classify = staticmethod(_classify)
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        image: str | None = None,
-        **client_options: Any,
-    ) -> None:
-        self._key = api_key or read_api_key()
-        if not self._key:
-            raise ProvisionError(
-                f"vastai: no credentials: set {CREDENTIAL} (or run `vastai set api-key`)"
-            )
-        super().__init__(endpoint, image, _classify, client_options)
+    def _read_key(self) -> str:
+        return read_api_key()
 
     # -- offers -------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class VerdaProvider(HttpCloud[VerdaCluster]):
     endpoint = ENDPOINT
     default_image = DEFAULT_IMAGE
     credential = CREDENTIAL
+    _classify = staticmethod(classify)
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class VerdaProvider(HttpCloud[VerdaCluster]):
         image: str | None = None,
         **client_options: Any,
     ) -> None:
-        super().__init__(endpoint, image, classify, client_options)
+        self._connect(endpoint, image, client_options)
         self._auth = TokenAuth(self._api.base_url, client_id, client_secret, **client_options)
 
     async def _headers(self) -> dict[str, str]:
