@@ -28,6 +28,7 @@ __all__ = [
     "describe_machine",
     "describe_request",
     "effective_price",
+    "gpus_match",
     "host_key_installed",
     "launch_with_fallback",
     "poll_until",
@@ -109,6 +110,18 @@ def rank(candidates: Sequence[Candidate], spec: ClusterSpec) -> list[Candidate]:
             continue
         kept.append(c)
     return sorted(kept, key=lambda c: (c.price, not c.spot, c.offer.instance_type))
+
+
+def gpus_match(offer: Offer, spec: ClusterSpec) -> bool:
+    """Whether a machine type has the GPUs ``spec`` asks for: none for a CPU machine,
+    else at least that many of the type named (``A100`` also takes ``A100-80GB``)."""
+    if spec.accelerator_count == 0:
+        return offer.accelerator_count == 0
+    if offer.accelerator_count < spec.accelerator_count:
+        return False
+    wanted = (spec.accelerator or "").upper()
+    have = (offer.accelerator or "").upper()
+    return not wanted or have == wanted or have.startswith(wanted + "-")
 
 
 def describe_machine(spec: ClusterSpec) -> str:

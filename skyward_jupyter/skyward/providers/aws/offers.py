@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...model import ClusterSpec, Offer
+from ..cloud import gpus_match
 from .api import Ec2Api
 from .catalog import ON_DEMAND_USD
 
@@ -47,7 +48,7 @@ async def find_attempts(api: Ec2Api, region: str, spec: ClusterSpec) -> list[Att
     offers = [
         offer
         for info in described.get("InstanceTypes", [])
-        if (offer := _offer(info, region)) is not None and _matches(offer, spec)
+        if (offer := _offer(info, region)) is not None and gpus_match(offer, spec)
     ]
     spot_prices: dict[str, float] = {}
     if offers and spec.spot != "never":
@@ -102,12 +103,3 @@ def _offer(info: dict[str, Any], region: str) -> Offer | None:
         price_per_hour=price,
         region=region,
     )
-
-
-def _matches(offer: Offer, spec: ClusterSpec) -> bool:
-    if spec.accelerator_count == 0:
-        return offer.accelerator_count == 0
-    if offer.accelerator_count < spec.accelerator_count:
-        return False
-    wanted = (spec.accelerator or "").upper()
-    return not wanted or (offer.accelerator or "").upper() == wanted

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Offer
+from ..cloud import gpus_match
 from .api import ComputeApi
 from .catalog import ATTACHABLE, PRICES, gpu_name
 
@@ -59,7 +60,7 @@ async def find_attempts(api: ComputeApi, spec: ClusterSpec, zones: list[str]) ->
     attempts: list[Attempt] = []
     for zone in zones:
         for offer, attached in await _zone_offers(api, zone):
-            if not _matches(offer, spec):
+            if not gpus_match(offer, spec):
                 continue
             if spec.spot != "always":
                 attempts.append(Attempt(offer, False, offer.price_per_hour, attached))
@@ -117,13 +118,3 @@ def _attached(host: Offer, accelerator: str, count: int, prices: tuple[float, fl
         spot_price_per_hour=round((host.spot_price_per_hour or 0.0) + count * prices[1], 4),
         region=host.region,
     )
-
-
-def _matches(offer: Offer, spec: ClusterSpec) -> bool:
-    if spec.accelerator_count == 0:
-        return offer.accelerator_count == 0
-    if offer.accelerator_count < spec.accelerator_count:
-        return False
-    wanted = (spec.accelerator or "").upper()
-    have = (offer.accelerator or "").upper()
-    return not wanted or have == wanted or have.startswith(wanted + "-")
