@@ -168,6 +168,17 @@ def drive_kernel(env: dict[str, str], provider: str, timeout: float = 240) -> di
         kernel.shutdown()
 
 
+def check_two_nodes(env: dict[str, str], provider: str) -> None:
+    """Up two nodes on ``provider`` in a real kernel, run a cell, down: each node answered
+    and the facts came in the documented order."""
+    shown = drive_kernel(env, provider)
+    assert f"ready: 2 node(s) on {provider}" in shown["up"], shown["up"]
+    for node in (0, 1):
+        assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
+    assert "destroyed (2 instance(s))" in shown["down"]
+    check_fact_sequence(shown["facts"], 2)
+
+
 def run_notebook(name: str) -> list[str]:
     """Execute ``notebooks/<name>.ipynb`` headless (the kernel inherits os.environ, where
     the test put the simulator's endpoint); each code cell's text output."""

@@ -194,12 +194,7 @@ async def test_a_funds_refusal_is_not_a_capacity_error(sim, provider, tmp_path):
 def test_kernel_up_run_down_through_the_simulator():
     with RunPodSimulator() as sim:
         env = {"SKYWARD_RUNPOD_ENDPOINT": sim.url, "RUNPOD_API_KEY": API_KEY}
-        shown = ct.drive_kernel(env, "runpod")
-        assert "ready: 2 node(s) on runpod" in shown["up"], shown["up"]
-        for node in (0, 1):
-            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
-        assert "destroyed (2 instance(s))" in shown["down"]
-        ct.check_fact_sequence(shown["facts"], 2)
+        ct.check_two_nodes(env, "runpod")
         assert sim.live_pods() == [] and sim.backing_count() == 0
         assert sim.count("POST", "/graphql") > 0
 

@@ -133,12 +133,7 @@ async def test_preemption_is_reported_with_vasts_reason(sim, provider, tmp_path)
 def test_kernel_up_run_down_through_the_simulator():
     with VastSimulator() as sim:
         env = {"SKYWARD_VASTAI_ENDPOINT": api_base(sim), "VAST_API_KEY": API_KEY}
-        shown = ct.drive_kernel(env, "vastai")
-        assert "ready: 2 node(s) on vastai" in shown["up"], shown["up"]
-        for node in (0, 1):
-            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
-        assert "destroyed (2 instance(s))" in shown["down"]
-        ct.check_fact_sequence(shown["facts"], 2)
+        ct.check_two_nodes(env, "vastai")
         assert sim.instances == {} and sim.ssh_keys == {} and sim.backing_count() == 0
 
 

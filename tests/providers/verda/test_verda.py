@@ -127,12 +127,7 @@ def test_kernel_up_run_down_through_the_simulator():
             "VERDA_CLIENT_ID": CLIENT_ID,
             "VERDA_CLIENT_SECRET": CLIENT_SECRET,
         }
-        shown = ct.drive_kernel(env, "verda")
-        assert "ready: 2 node(s) on verda" in shown["up"], shown["up"]
-        for node in (0, 1):
-            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
-        assert "destroyed (2 instance(s))" in shown["down"]
-        ct.check_fact_sequence(shown["facts"], 2)
+        ct.check_two_nodes(env, "verda")
         assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
         assert sim.backing_count() == 0
 
