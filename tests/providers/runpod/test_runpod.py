@@ -114,7 +114,7 @@ async def test_429_is_retried_after_retry_after(sim, provider):
 async def test_500_once_is_retried_and_a_lost_deploy_is_not_doubled(sim, provider, tmp_path):
     keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-t5", SPEC, keys)
-    sim.fail_with("500", times=1, match=lambda r: "podRentInterruptable" in str(r.body))
+    sim.fail_with("lost", times=1, match=lambda r: "podRentInterruptable" in str(r.body))
     request, _ = ct.launch_request("sky-t5", 0, SPEC, keys)
     pod_id = await provider.launch(context, request)
     assert len(sim.live_pods()) == 1 and sim.live_pods()[0].id == pod_id

@@ -111,7 +111,7 @@ async def test_429_is_retried_after_retry_after(sim, provider):
 async def test_500_once_is_retried_and_a_lost_rent_is_not_doubled(sim, provider, tmp_path):
     keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-v4", SPEC, keys)
-    sim.fail_with("500", times=1, match=lambda r: r.method == "PUT")
+    sim.fail_with("lost", times=1, match=lambda r: r.method == "PUT")
     request, _ = ct.launch_request("sky-v4", 0, SPEC, keys)
     iid = await provider.launch(context, request)
     assert list(sim.instances) == [int(iid)]

@@ -103,7 +103,7 @@ async def test_500_once_is_retried_and_a_lost_create_is_not_doubled(sim, provide
     keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-d4", SPEC, keys)
     sim.fail_with(
-        "500", times=1, match=lambda r: r.method == "POST" and r.path.endswith("/instances")
+        "lost", times=1, match=lambda r: r.method == "POST" and r.path.endswith("/instances")
     )
     request, _ = ct.launch_request("sky-d4", 0, SPEC, keys)
     iid = await provider.launch(context, request)
