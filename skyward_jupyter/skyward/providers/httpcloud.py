@@ -52,7 +52,7 @@ CC = TypeVar("CC", bound=CloudCluster)
 class HttpCloud(ABC, Generic[CC]):
     """The verbs an HTTP cloud provider shares; it speaks its API in the hooks.
 
-    A provider names its context class (``context``), its API's default endpoint,
+    A provider names its context class (``context_type``), its API's default endpoint,
     image and credential, and implements ``_candidates`` (offers as candidates),
     ``_listed`` (its live instances' ids and names) and the instance verbs.
     """
