@@ -128,13 +128,13 @@ import asyncio, os, signal, sys
 from skyward.core.ledger import Ledger
 from skyward.core.lifecycle import new_cluster_id, resource_note
 from skyward.model import ClusterSpec
-from skyward.session.session import default_provider_for
+from skyward.providers import provider_for
 from skyward.transport.keys import data_dir, make_cluster_keys
 
 async def main():
     provider_name, gpus = sys.argv[1], int(sys.argv[2])
     spec = ClusterSpec(provider_name, accelerator="A100" if gpus else None, accelerator_count=gpus)
-    provider = default_provider_for(provider_name, spec)
+    provider = provider_for(provider_name, spec)
     ledger, cluster_id = Ledger(data_dir() / "ledger.json"), new_cluster_id()
     keys = await make_cluster_keys(cluster_id)
     ledger.begin_cluster(provider_name, cluster_id, spec, False, keys.private_key_path)

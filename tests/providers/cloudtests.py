@@ -1,8 +1,9 @@
-"""Helpers the RunPod, Vast.ai and Verda provider tests share (keys, launching, SSH, a
-kernel driven through up/run/down), so each provider's test file says only what differs."""
+"""Helpers the cloud provider tests share (keys, launching, SSH, a kernel driven through
+up/run/down), so each provider's test file says only what differs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-from skyward.core.provider import ClusterKeys, LaunchRequest
+from skyward.core.provider import ClusterKeys, LaunchRequest, StatusReport
 from skyward.model import ClusterSpec, Instance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,56 @@ async def ssh_echo(instance: Instance, keys: ClusterKeys, host_key: asyncssh.SSH
     ) as conn:
         result = await conn.run("echo pinned-ok", check=True)
         return str(result.stdout).strip()
+
+
+async def prepare_one(
+    provider: Any, spec: ClusterSpec, cluster_id: str
+) -> tuple[Any, LaunchRequest]:
+    """A prepared cluster (keys as the session makes them) and the request of its node 0."""
+    from skyward.transport.keys import generate_host_key, make_cluster_keys
+
+    keys = await make_cluster_keys(cluster_id)
+    context = await provider.prepare(cluster_id, spec, keys)
+    host_key, host_public = generate_host_key()
+    return context, LaunchRequest(cluster_id, 0, spec, keys, host_key, host_public)
+
+
+async def tear_down(provider: Any, context: Any, *instance_ids: str) -> None:
+    """Destroy the instances, then the cluster's resources."""
+    for instance_id in instance_ids:
+        await provider.destroy(context, instance_id)
+    await provider.teardown(context)
+
+
+async def launch_after_refusal(
+    provider: Any, sim: Any, cluster_id: str, spec: ClusterSpec, folder: Path, caplog: Any
+) -> tuple[Any, str]:
+    """Prepare a cluster, have the simulator refuse the next launch for capacity, and
+    launch one node: the context and the instance, the fallback's warnings in ``caplog``."""
+    keys = make_keys(folder)
+    context = await provider.prepare(cluster_id, spec, keys)
+    sim.refuse_capacity(1)
+    request, _ = launch_request(cluster_id, 0, spec, keys)
+    with caplog.at_level(logging.WARNING, logger="skyward.providers"):
+        instance_id = await provider.launch(context, request)
+    return context, instance_id
+
+
+async def preemption_report(
+    provider: Any, sim: Any, cluster_id: str, spec: ClusterSpec, folder: Path
+) -> StatusReport:
+    """Launch one node, wait until it runs, have the simulator preempt it: what the next
+    status poll reports (the node is destroyed and the cluster torn down after)."""
+    keys = make_keys(folder)
+    context = await provider.prepare(cluster_id, spec, keys)
+    request, _ = launch_request(cluster_id, 0, spec, keys)
+    instance_id = await provider.launch(context, request)
+    await provider.wait_running(context, instance_id, 30)
+    sim.preempt(instance_id)
+    report = await provider.status(context, instance_id)
+    await provider.destroy(context, instance_id)
+    await provider.teardown(context)
+    return report
 
 
 FACTS_CELL = """\
@@ -115,6 +166,17 @@ def drive_kernel(env: dict[str, str], provider: str, timeout: float = 240) -> di
         return {"up": up.text(), "run": run.text(), "down": down.text(), "facts": names}
     finally:
         kernel.shutdown()
+
+
+def check_two_nodes(env: dict[str, str], provider: str) -> None:
+    """Up two nodes on ``provider`` in a real kernel, run a cell, down: each node answered
+    and the facts came in the documented order."""
+    shown = drive_kernel(env, provider)
+    assert f"ready: 2 node(s) on {provider}" in shown["up"], shown["up"]
+    for node in (0, 1):
+        assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
+    assert "destroyed (2 instance(s))" in shown["down"]
+    check_fact_sequence(shown["facts"], 2)
 
 
 def run_notebook(name: str) -> list[str]:

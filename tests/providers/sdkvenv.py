@@ -82,3 +82,13 @@ def run_driver(name: str, script: Path, env: dict[str, str], timeout: float = 18
             f"the {name} SDK driver failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
         )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def drive_sdk(name: str, test_file: str, folder: Path, env: dict[str, str]) -> Any:
+    """Run the ``sdk_driver.py`` beside ``test_file`` with the official SDK ``name``,
+    the simulator's ``env`` and a fresh cluster public key; the driver's report."""
+    from .cloudtests import make_keys
+
+    key = make_keys(folder).public_key
+    driver = Path(test_file).with_name("sdk_driver.py")
+    return run_driver(name, driver, {**env, "SKYWARD_TEST_PUBLIC_KEY": key})

@@ -75,7 +75,7 @@ def b64decode(text: str) -> str:
 
 @dataclass
 class Fault:
-    kind: str  # "429", "500"
+    kind: str  # "429", "500", or "lost" (done, then answered 500)
     times: int
     match: Callable[[Request], bool]
 
@@ -145,7 +145,8 @@ class Simulator:
     def fail_with(
         self, kind: str, times: int = 1, match: Callable[[Request], bool] | None = None
     ) -> None:
-        """Answer the next ``times`` matching requests with HTTP ``kind`` (429 or 500)."""
+        """Answer the next ``times`` matching requests with HTTP ``kind`` (429 or 500), or
+        (``lost``) carry them out and answer 500, as when the answer is lost."""
         with self.lock:
             self.faults.append(Fault(kind, times, match or (lambda r: True)))
 
@@ -169,14 +170,12 @@ class Simulator:
                 return True
             return False
 
-    def _fault_for(self, request: Request) -> Reply | None:
+    def _fault_for(self, request: Request) -> Fault | None:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.match(request):
                     fault.times -= 1
-                    if fault.kind == "429":
-                        return Reply(429, {"error": "rate limited"}, {"Retry-After": "1"})
-                    return Reply(int(fault.kind), {"error": "internal server error"})
+                    return fault
         return None
 
     def count(self, method: str, pattern: str) -> int:
@@ -262,9 +261,13 @@ class Simulator:
         with self.lock:
             self.requests.append(request)
         fault = self._fault_for(request)
-        if fault is not None:
-            return fault
-        return self.handle(request)
+        if fault is None:
+            return self.handle(request)
+        if fault.kind == "429":
+            return Reply(429, {"error": "rate limited"}, {"Retry-After": "1"})
+        if fault.kind == "lost":  # done, but the answer is lost on the way back
+            self.handle(request)
+        return Reply(500, {"error": "internal server error"})
 
 
 def _handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:

@@ -45,7 +45,7 @@ __all__ = ["Lifecycle", "ProviderFor", "describe", "new_cluster_id", "resource_n
 
 log = logging.getLogger("skyward")
 
-ProviderFor = Callable[[str, ClusterSpec], Provider]
+ProviderFor = Callable[[str, ClusterSpec], "Provider[Any]"]
 KeyMaker = Callable[[str], Awaitable[ClusterKeys]]
 HostKeyMaker = Callable[[], tuple[str, str]]
 KeyForgetter = Callable[[str], Awaitable[None]]
@@ -298,7 +298,10 @@ class Lifecycle:
         )
         if isinstance(answer, InstanceBootstrapped):
             record.instances[instance_id].ready = True
-        return answer
+            return answer
+        if isinstance(answer, BootstrapFailed):
+            return answer
+        raise SkywardError(f"the bootstrap answered {type(answer).__name__}")
 
     # -- shutdown -----------------------------------------------------------------------
 

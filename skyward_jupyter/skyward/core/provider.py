@@ -10,12 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ..events import InstanceId, NodeId, ProviderName
 from ..model import ClusterSpec, Instance, Offer
 
 __all__ = [
+    "ClusterContext",
     "ClusterKeys",
     "InstanceState",
     "LaunchRequest",
@@ -90,18 +91,40 @@ class StatusReport:
     reason: str = ""
 
 
+@dataclass
+class ClusterContext:
+    """What a provider knows of one of its clusters, between ``prepare`` and ``teardown``.
+
+    Each provider extends it with what its API needs (offers, a key pair's id, the
+    instances launched and what as); the core only keeps it and hands it back.
+    """
+
+    cluster_id: str
+    spec: ClusterSpec
+
+
+C = TypeVar("C", bound=ClusterContext)
+
+
 @runtime_checkable
-class Provider(Protocol):
-    """The verbs of one provider. ``context`` is whatever ``prepare`` (or ``restore``)
-    returned.
+class Provider(Protocol[C]):
+    """The verbs of one provider, over its own context type ``C``: what ``prepare`` (or
+    ``restore``) returned is what every later verb is handed.
 
     ``destroy`` and ``teardown`` need no offer, no capacity and no key material, and
     treat what is already gone as done: they run on a context rebuilt by ``restore``
     from the ledger, for a cluster whose kernel died, on a cloud that may be full.
     """
 
-    name: ProviderName
-    ssh_user: str
+    @property
+    def name(self) -> ProviderName:
+        """Which provider this is (a class attribute does)."""
+        ...
+
+    @property
+    def ssh_user(self) -> str:
+        """The user the cluster's key logs in as."""
+        ...
 
     async def offers(self, spec: ClusterSpec) -> list[Offer]:
         """The machines matching ``spec`` (accelerator type and count, spot policy,
@@ -111,7 +134,7 @@ class Provider(Protocol):
 
     async def prepare(
         self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
-    ) -> Any:
+    ) -> C:
         """Create the cluster's shared resources (keys, firewall, folders), calling
         ``note`` before each creation; the context keeps ``note`` for what ``launch``
         creates (a node's startup script, its volume)."""
@@ -119,7 +142,7 @@ class Provider(Protocol):
 
     async def restore(
         self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
-    ) -> Any:
+    ) -> C:
         """The context of an existing cluster, rebuilt from what ``note`` recorded.
 
         Makes no API call that creates or changes anything (attach must leave a live
@@ -128,22 +151,22 @@ class Provider(Protocol):
         """
         ...
 
-    async def launch(self, context: Any, request: LaunchRequest) -> InstanceId:
+    async def launch(self, context: C, request: LaunchRequest) -> InstanceId:
         """Start one instance and return its id as soon as the provider names it."""
         ...
 
-    async def wait_running(self, context: Any, instance_id: InstanceId, timeout: float) -> Instance:
+    async def wait_running(self, context: C, instance_id: InstanceId, timeout: float) -> Instance:
         """Wait until the instance runs and has an SSH endpoint; return it."""
         ...
 
-    async def status(self, context: Any, instance_id: InstanceId) -> StatusReport:
+    async def status(self, context: C, instance_id: InstanceId) -> StatusReport:
         """Poll one instance's state (used to notice preemption)."""
         ...
 
-    async def destroy(self, context: Any, instance_id: InstanceId) -> None:
+    async def destroy(self, context: C, instance_id: InstanceId) -> None:
         """Terminate one instance and return only once it is confirmed gone."""
         ...
 
-    async def teardown(self, context: Any) -> None:
+    async def teardown(self, context: C) -> None:
         """Remove the cluster's shared resources (after every instance is destroyed)."""
         ...

@@ -135,7 +135,7 @@ class ClusterRecord:
 
     id: str
     spec: ClusterSpec
-    provider: Provider
+    provider: Provider[Any]
     keys: ClusterKeys | None
     request_id: str
     context: Any = None

@@ -25,8 +25,10 @@ __all__ = [
     "Candidate",
     "accelerator_matches",
     "caller_cidr",
+    "describe_machine",
     "describe_request",
     "effective_price",
+    "gpus_match",
     "host_key_installed",
     "launch_with_fallback",
     "poll_until",
@@ -108,6 +110,27 @@ def rank(candidates: Sequence[Candidate], spec: ClusterSpec) -> list[Candidate]:
             continue
         kept.append(c)
     return sorted(kept, key=lambda c: (c.price, not c.spot, c.offer.instance_type))
+
+
+def gpus_match(offer: Offer, spec: ClusterSpec) -> bool:
+    """Whether a machine type has the GPUs ``spec`` asks for: none for a CPU machine,
+    else at least that many of the type named (``A100`` also takes ``A100-80GB``)."""
+    if spec.accelerator_count == 0:
+        return offer.accelerator_count == 0
+    if offer.accelerator_count < spec.accelerator_count:
+        return False
+    wanted = (spec.accelerator or "").upper()
+    have = (offer.accelerator or "").upper()
+    return not wanted or have == wanted or have.startswith(wanted + "-")
+
+
+def describe_machine(spec: ClusterSpec) -> str:
+    """``A100 x8 (spot) under $30.00/h`` (``a CPU machine`` when no GPU is asked for)."""
+    gpus = f"{spec.accelerator or 'any GPU'} x{spec.accelerator_count}"
+    what = gpus if spec.accelerator_count else "a CPU machine"
+    market = {"always": " (spot)", "never": " (on-demand)"}.get(spec.spot, "")
+    cap = f" under ${spec.max_price:.2f}/h" if spec.max_price else ""
+    return what + market + cap
 
 
 def describe_request(spec: ClusterSpec) -> str:

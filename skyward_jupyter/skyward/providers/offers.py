@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 from ..errors import ProvisionError, SkywardError
 from ..model import ClusterSpec, Offer
@@ -27,17 +26,11 @@ OFFERS_TIMEOUT = 60.0
 LOCAL = "container"
 
 
-def _construct(name: str, spec: ClusterSpec) -> Any:
-    from . import get_provider
-
-    if name == LOCAL:
-        return get_provider(name, runtime=spec.runtime)
-    return get_provider(name)
-
-
 async def _offers_of(name: str, spec: ClusterSpec) -> list[Offer]:
-    provider = _construct(name, replace(spec, provider=name))
-    return list(await provider.offers(replace(spec, provider=name)))
+    from . import provider_for
+
+    spec = replace(spec, provider=name)
+    return list(await provider_for(name, spec).offers(spec))
 
 
 async def gather_offers(

@@ -56,7 +56,7 @@ def retry_after(value: str | None) -> float | None:
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: seconds to wait after the ``attempt``-th failure."""
-    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+    return min(cap, base * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
 
 async def retrying(

@@ -138,7 +138,7 @@ async def sync_command(
         pairs = [(os.path.join(folder, n), f"{remote}/{n}") for n in names]
         start = time.monotonic()
 
-        async def one(iid: str, connection: Any, pairs: list = pairs) -> Any:
+        async def one(iid: str, connection: Any, pairs: list[tuple[str, str]] = pairs) -> Any:
             return await push(connection, pairs, manifests(iid))
 
         bar = progress(f"sync {folder}")

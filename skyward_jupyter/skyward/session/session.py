@@ -61,22 +61,13 @@ __all__ = [
 ]
 
 
-def default_provider_for(name: str, spec: ClusterSpec) -> Provider:
-    """Build the provider ``name`` with the options of ``spec``."""
-    from ..providers import get_provider
-
-    if name == "container":
-        return get_provider(name, runtime=spec.runtime)
-    return get_provider(name)
-
-
 class Session:
     """This kernel's session with its cluster (one current cluster at a time)."""
 
     def __init__(self, provider_for: ProviderFor | None = None) -> None:
         self.bus = EventBus()
         self.registry = Registry()
-        self.provider_for = provider_for or default_provider_for
+        self.provider_for = provider_for or _provider_for
         self.ledger = Ledger(data_dir() / "ledger.json")
         self.agents = Agents(self.bus)
         self.lifecycle = Lifecycle(
@@ -453,6 +444,13 @@ class Session:
             if agent is not None and connection is not None:
                 found.append((n.node, iid, connection, agent))
         return found
+
+
+def _provider_for(name: str, spec: ClusterSpec) -> Provider[Any]:
+    """Build the provider ``name`` with the options of ``spec`` (imported on first use)."""
+    from ..providers import provider_for
+
+    return provider_for(name, spec)
 
 
 def _ids(nodes: list[int]) -> str:

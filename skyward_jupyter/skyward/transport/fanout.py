@@ -62,7 +62,7 @@ async def deliver(
         await asyncio.gather(*(a.put(payload) for a in direct))
 
 
-async def _through_head(relay: Relay, payload: Payload, others: list[AgentClient]) -> list:
+async def _through_head(relay: Relay, payload: Payload, others: list[AgentClient]) -> list[Any]:
     """Send to the head while ``others`` fetch from it (the head relays what it has as it
     arrives); return those that could not fetch."""
     head = relay.head

@@ -55,7 +55,9 @@ class PushResult:
     unchanged: int = 0
 
 
-def _changed(pairs: list[tuple[str, str]], manifest: Manifest) -> tuple[list[tuple], int]:
+def _changed(
+    pairs: list[tuple[str, str]], manifest: Manifest
+) -> tuple[list[tuple[str, str, str, int]], int]:
     todo = []
     same = 0
     for local, remote in pairs:

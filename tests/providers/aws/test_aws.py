@@ -7,13 +7,13 @@ import time
 
 import boto3
 import pytest
-from skyward.core.provider import InstanceState, LaunchRequest
+from skyward.core.provider import InstanceState
 from skyward.errors import ProvisionError
 from skyward.model import ClusterSpec
 from skyward.providers.aws import AwsProvider
-from skyward.transport.keys import generate_host_key, make_cluster_keys
 
-from .e2e import assert_two_node_sequence, cluster_life, run_notebook
+from ..cloudtests import prepare_one, tear_down
+from .e2e import check_example_notebook, check_two_node_life
 from .simulator import AwsSimulator
 
 CREDENTIALS = {
@@ -42,19 +42,6 @@ def aws(sim, monkeypatch):
     assert sim.live_instances() == []
     assert sim.cluster_resources() == []
     assert sim.backing.alive() == []
-
-
-async def _up(provider, spec, cluster_id="sky-aws0001"):
-    keys = await make_cluster_keys(cluster_id)
-    context = await provider.prepare(cluster_id, spec, keys)
-    host_key, host_public = generate_host_key()
-    return context, LaunchRequest(cluster_id, 0, spec, keys, host_key, host_public)
-
-
-async def _down(provider, context, *ids):
-    for iid in ids:
-        await provider.destroy(context, iid)
-    await provider.teardown(context)
 
 
 def test_missing_credentials_name_what_to_set(monkeypatch, tmp_path):
@@ -92,7 +79,7 @@ async def test_offers_any_type_cheapest_first_and_price_cap(aws):
 
 
 async def test_cluster_resources_are_tagged_and_open_ssh_to_the_caller_only(aws, sim):
-    context, request = await _up(aws, ClusterSpec("aws", spot="never"), "sky-aws0003")
+    context, request = await prepare_one(aws, ClusterSpec("aws", spot="never"), "sky-aws0003")
     assert sorted(sim.cluster_resources()) == ["skyward-sky-aws0003", "skyward-sky-aws0003"]
     assert sim.ingress() == [
         ("skyward-sky-aws0003", 22, ["127.0.0.1/32"]),
@@ -102,14 +89,14 @@ async def test_cluster_resources_are_tagged_and_open_ssh_to_the_caller_only(aws,
     instance = await aws.wait_running(context, iid, 60)
     assert instance.ip.startswith("127.0.") and instance.ssh_port == 22 and not instance.spot
     assert "ssh_keys:" in sim.user_data(iid) and request.host_public_key in sim.user_data(iid)
-    await _down(aws, context, iid)
+    await tear_down(aws, context, iid)
 
 
 async def test_nodes_admit_each_other_and_require_imdsv2(aws, sim):
     """What EC2 itself answers (moto, through boto3): all traffic from the group's own
     members, and instances that serve metadata (the user data with the host key) only
     with an IMDSv2 session token, one hop away."""
-    context, request = await _up(aws, ClusterSpec("aws", spot="never"), "sky-aws0007")
+    context, request = await prepare_one(aws, ClusterSpec("aws", spot="never"), "sky-aws0007")
     ec2 = boto3.client("ec2", endpoint_url=sim.endpoint, region_name="us-east-1")
     [group] = ec2.describe_security_groups(GroupIds=[context.group_id])["SecurityGroups"]
     rules = {(r["IpProtocol"], r.get("FromPort")): r for r in group["IpPermissions"]}
@@ -124,23 +111,23 @@ async def test_nodes_admit_each_other_and_require_imdsv2(aws, sim):
     assert options["HttpTokens"] == "required"
     assert options["HttpPutResponseHopLimit"] == 1
     assert options["HttpEndpoint"] == "enabled"
-    await _down(aws, context, iid)
+    await tear_down(aws, context, iid)
 
 
 async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(aws, sim, caplog):
     sim.capacity_types.add("p4d.24xlarge")
     spec = ClusterSpec("aws", accelerator="A100", accelerator_count=2, spot="never")
-    context, request = await _up(aws, spec, "sky-aws0004")
+    context, request = await prepare_one(aws, spec, "sky-aws0004")
     with caplog.at_level(logging.WARNING, logger="skyward"):
         iid = await aws.launch(context, request)
     instance = await aws.wait_running(context, iid, 60)
     assert instance.offer.instance_type == "p4de.24xlarge"
     assert "InsufficientInstanceCapacity" in caplog.text and "trying p4de.24xlarge" in caplog.text
-    await _down(aws, context, iid)
+    await tear_down(aws, context, iid)
 
 
 async def test_429_is_retried_after_retry_after_and_500_once(aws, sim):
-    context, request = await _up(aws, ClusterSpec("aws", spot="never"), "sky-aws0005")
+    context, request = await prepare_one(aws, ClusterSpec("aws", spot="never"), "sky-aws0005")
     sim.fail("RunInstances", 429, "RequestLimitExceeded", retry_after=1)
     sim.fail("DescribeInstances", 500, "InternalError")
     start = time.monotonic()
@@ -150,11 +137,11 @@ async def test_429_is_retried_after_retry_after_and_500_once(aws, sim):
     runs = [status for action, status in sim.calls if action == "RunInstances"]
     assert runs[-2:] == [429, 200]
     assert ("DescribeInstances", 500) in sim.calls
-    await _down(aws, context, iid)
+    await tear_down(aws, context, iid)
 
 
 async def test_spot_interruption_is_reported_as_preemption(aws, sim):
-    context, request = await _up(aws, ClusterSpec("aws", spot="always"), "sky-aws0006")
+    context, request = await prepare_one(aws, ClusterSpec("aws", spot="always"), "sky-aws0006")
     iid = await aws.launch(context, request)
     instance = await aws.wait_running(context, iid, 60)
     assert instance.spot
@@ -163,27 +150,16 @@ async def test_spot_interruption_is_reported_as_preemption(aws, sim):
     report = await aws.status(context, iid)
     assert report.state is InstanceState.PREEMPTED
     assert "Server.SpotInstanceTermination" in report.reason
-    await _down(aws, context, iid)
+    await tear_down(aws, context, iid)
 
 
 @pytest.mark.slow
 def test_kernel_up_run_down_on_aws(sim):
-    env = {**CREDENTIALS, "SKYWARD_AWS_ENDPOINT": sim.endpoint}
-    facts, texts = cluster_life(env, "%skyward up --provider aws --gpus A100:2 --nodes 2")
-    assert "ready: 2 node(s) on aws" in texts["up"], texts["up"]
-    for node in (0, 1):
-        assert f"[node {node}] hello from node {node} of 2" in texts["run"], texts["run"]
-    assert "destroyed (2 instance(s))" in texts["down"]
-    assert_two_node_sequence(facts)
-    assert sim.live_instances() == [] and sim.cluster_resources() == []
-    assert sim.backing.alive() == []
+    check_two_node_life({**CREDENTIALS, "SKYWARD_AWS_ENDPOINT": sim.endpoint}, "aws", sim)
 
 
 @pytest.mark.slow
 def test_notebook_runs_against_the_simulator(sim, pytestconfig):
     env = {**CREDENTIALS, "SKYWARD_AWS_ENDPOINT": sim.endpoint}
-    texts = run_notebook(str(pytestconfig.rootpath / "notebooks/aws.ipynb"), env)
-    assert "ready: 1 node(s) on aws" in texts[1], texts[1]
-    assert "CPUs" in texts[2]
-    assert "destroyed (1 instance(s))" in texts[4]
-    assert sim.live_instances() == [] and sim.cluster_resources() == []
+    path = str(pytestconfig.rootpath / "notebooks/aws.ipynb")
+    check_example_notebook(path, env, "aws", sim)

@@ -7,13 +7,13 @@ import time
 
 import pytest
 from google.api_core.exceptions import Conflict
-from skyward.core.provider import InstanceState, LaunchRequest
+from skyward.core.provider import InstanceState
 from skyward.errors import ProvisionError
 from skyward.model import ClusterSpec
 from skyward.providers.gcp import GcpProvider
-from skyward.transport.keys import generate_host_key, make_cluster_keys
 
-from ..aws.e2e import assert_two_node_sequence, cluster_life, run_notebook
+from ..aws.e2e import check_example_notebook, check_two_node_life
+from ..cloudtests import prepare_one, tear_down
 from .simulator import GcpSimulator
 
 PROJECT = {"GOOGLE_CLOUD_PROJECT": "sim-project"}
@@ -38,19 +38,6 @@ def gcp(sim, monkeypatch):
     assert sim.live_instances() == []
     assert sim.cluster_resources() == []
     assert sim.backing.alive() == []
-
-
-async def _up(provider, spec, cluster_id):
-    keys = await make_cluster_keys(cluster_id)
-    context = await provider.prepare(cluster_id, spec, keys)
-    host_key, host_public = generate_host_key()
-    return context, LaunchRequest(cluster_id, 0, spec, keys, host_key, host_public)
-
-
-async def _down(provider, context, *ids):
-    for iid in ids:
-        await provider.destroy(context, iid)
-    await provider.teardown(context)
 
 
 def test_missing_credentials_name_what_to_set(monkeypatch, tmp_path):
@@ -96,7 +83,7 @@ async def test_offers_by_type_count_zone_and_price(gcp):
 
 
 async def test_firewall_opens_ssh_to_the_caller_and_vm_carries_keys(gcp, sim):
-    context, request = await _up(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0002")
+    context, request = await prepare_one(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0002")
     rule = sim.firewalls["skyward-sky-gcp0002"]
     assert rule["sourceRanges"] == ["127.0.0.1/32"]
     assert rule["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}]
@@ -111,11 +98,11 @@ async def test_firewall_opens_ssh_to_the_caller_and_vm_carries_keys(gcp, sim):
     assert vm["labels"] == {"skyward-cluster": "sky-gcp0002", "skyward-node": "0"}
     assert vm["tags"]["items"] == ["skyward-sky-gcp0002"]
     assert instance.ip.startswith("127.0.") and instance.ssh_port == 22
-    await _down(gcp, context, iid)
+    await tear_down(gcp, context, iid)
 
 
 async def test_the_cluster_vms_admit_each_other_and_no_one_else(gcp, sim):
-    context, _ = await _up(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0006")
+    context, _ = await prepare_one(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0006")
     assert sorted(sim.cluster_resources()) == [
         "skyward-sky-gcp0006",
         "skyward-sky-gcp0006-internal",
@@ -133,12 +120,12 @@ async def test_the_cluster_vms_admit_each_other_and_no_one_else(gcp, sim):
 async def test_up_warns_once_when_the_network_admits_ssh_from_anywhere(gcp, sim, caplog):
     spec = ClusterSpec("gcp", spot="never")
     with caplog.at_level(logging.WARNING, logger="skyward"):
-        context, request = await _up(gcp, spec, "sky-gcp0008")
+        context, request = await prepare_one(gcp, spec, "sky-gcp0008")
         iid = await gcp.launch(context, request)
         await gcp.wait_running(context, iid, 60)
     [warning] = [r.getMessage() for r in caplog.records if "from anywhere" in r.getMessage()]
     assert "(default-allow-ssh)" in warning  # not RDP, ICMP nor the internal rule
-    await _down(gcp, context, iid)
+    await tear_down(gcp, context, iid)
     sim.default_network(open_ssh=False)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="skyward"):
@@ -174,7 +161,7 @@ async def test_which_rules_count_as_ssh_from_anywhere(gcp, sim, caplog, rule, wa
 
 async def test_a_failed_prepare_deletes_only_the_rules_it_made(gcp, sim):
     spec = ClusterSpec("gcp", spot="never")
-    live, _ = await _up(gcp, spec, "sky-gcp0011")  # a live cluster's rules
+    live, _ = await prepare_one(gcp, spec, "sky-gcp0011")  # a live cluster's rules
     before = {name: dict(rule) for name, rule in sim.firewalls.items()}
     with pytest.raises(Conflict):
         await gcp.prepare("sky-gcp0011", spec, None)  # the same names again: 409
@@ -185,18 +172,18 @@ async def test_a_failed_prepare_deletes_only_the_rules_it_made(gcp, sim):
 async def test_stockout_falls_back_to_the_next_zone_and_says_so(gcp, sim, caplog):
     sim.capacity.add("a2-highgpu-2g@us-central1-a")
     spec = ClusterSpec("gcp", accelerator="A100", accelerator_count=2, spot="never")
-    context, request = await _up(gcp, spec, "sky-gcp0003")
+    context, request = await prepare_one(gcp, spec, "sky-gcp0003")
     with caplog.at_level(logging.WARNING, logger="skyward"):
         iid = await gcp.launch(context, request)
     assert iid.startswith("us-central1-b/")
     assert "ZONE_RESOURCE_POOL_EXHAUSTED" in caplog.text
     assert "trying a2-highgpu-2g in us-central1-b" in caplog.text
     await gcp.wait_running(context, iid, 60)
-    await _down(gcp, context, iid)
+    await tear_down(gcp, context, iid)
 
 
 async def test_429_is_retried_after_retry_after_and_500_once(gcp, sim):
-    context, request = await _up(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0004")
+    context, request = await prepare_one(gcp, ClusterSpec("gcp", spot="never"), "sky-gcp0004")
     sim.fail("POST", r"/instances$", 429, "rateLimitExceeded", retry_after=1)
     sim.fail("GET", r"/instances/[^/]+$", 500, "backendError")
     start = time.monotonic()
@@ -206,11 +193,11 @@ async def test_429_is_retried_after_retry_after_and_500_once(gcp, sim):
     inserts = [s for m, p, s in sim.calls if m == "POST" and p.endswith("/instances")]
     assert inserts[-2:] == [429, 200]
     assert any(s == 500 for m, p, s in sim.calls if m == "GET")
-    await _down(gcp, context, iid)
+    await tear_down(gcp, context, iid)
 
 
 async def test_preemption_is_reported_with_the_operation(gcp, sim):
-    context, request = await _up(gcp, ClusterSpec("gcp", spot="always"), "sky-gcp0005")
+    context, request = await prepare_one(gcp, ClusterSpec("gcp", spot="always"), "sky-gcp0005")
     iid = await gcp.launch(context, request)
     assert (await gcp.wait_running(context, iid, 60)).spot
     assert (await gcp.status(context, iid)).state is InstanceState.RUNNING
@@ -218,27 +205,16 @@ async def test_preemption_is_reported_with_the_operation(gcp, sim):
     report = await gcp.status(context, iid)
     assert report.state is InstanceState.PREEMPTED
     assert report.reason.startswith("compute.instances.preempted")
-    await _down(gcp, context, iid)
+    await tear_down(gcp, context, iid)
 
 
 @pytest.mark.slow
 def test_kernel_up_run_down_on_gcp(sim):
-    env = {**PROJECT, "SKYWARD_GCP_ENDPOINT": sim.endpoint}
-    facts, texts = cluster_life(env, "%skyward up --provider gcp --gpus A100:2 --nodes 2")
-    assert "ready: 2 node(s) on gcp" in texts["up"], texts["up"]
-    for node in (0, 1):
-        assert f"[node {node}] hello from node {node} of 2" in texts["run"], texts["run"]
-    assert "destroyed (2 instance(s))" in texts["down"]
-    assert_two_node_sequence(facts)
-    assert sim.live_instances() == [] and sim.cluster_resources() == []
-    assert sim.backing.alive() == []
+    check_two_node_life({**PROJECT, "SKYWARD_GCP_ENDPOINT": sim.endpoint}, "gcp", sim)
 
 
 @pytest.mark.slow
 def test_notebook_runs_against_the_simulator(sim, pytestconfig):
     env = {**PROJECT, "SKYWARD_GCP_ENDPOINT": sim.endpoint}
-    texts = run_notebook(str(pytestconfig.rootpath / "notebooks/gcp.ipynb"), env)
-    assert "ready: 1 node(s) on gcp" in texts[1], texts[1]
-    assert "CPUs" in texts[2]
-    assert "destroyed (1 instance(s))" in texts[4]
-    assert sim.live_instances() == [] and sim.cluster_resources() == []
+    path = str(pytestconfig.rootpath / "notebooks/gcp.ipynb")
+    check_example_notebook(path, env, "gcp", sim)

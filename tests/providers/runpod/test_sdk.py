@@ -3,18 +3,13 @@ status, SSH address, terminate, gone), and our provider runs the same scenario o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from skyward.model import ClusterSpec
 from skyward.providers.runpod import RunPodProvider
 
-from ..cloudtests import make_keys
 from ..scenario import check_scenario, provider_scenario
-from ..sdkvenv import run_driver
+from ..sdkvenv import drive_sdk
 from .simulator import API_KEY, GONE_MESSAGE, RunPodSimulator
-
-DRIVER = Path(__file__).with_name("sdk_driver.py")
 
 
 @pytest.fixture(params=["null", "error"])
@@ -24,13 +19,11 @@ def sim(request):
 
 
 def test_the_official_sdk_drives_the_simulator(sim, tmp_path):
-    keys = make_keys(tmp_path)
     env = {
         "RUNPOD_API_BASE_URL": sim.url,
         "RUNPOD_API_KEY": API_KEY,
-        "SKYWARD_TEST_PUBLIC_KEY": keys.public_key,
     }
-    report = run_driver("runpod", DRIVER, env)
+    report = drive_sdk("runpod", __file__, tmp_path, env)
     for kind, pod_type in (("on-demand", "RESERVED"), ("spot", "INTERRUPTABLE")):
         seen = report[kind]
         assert seen["podType"] == pod_type and seen["desiredStatus"] == "RUNNING", seen

@@ -4,18 +4,13 @@ scenario on it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from skyward.model import ClusterSpec
 from skyward.providers.vastai import VastProvider
 
-from ..cloudtests import make_keys
 from ..scenario import check_scenario, provider_scenario
-from ..sdkvenv import run_driver
+from ..sdkvenv import drive_sdk
 from .simulator import API_KEY, VastSimulator, api_base
-
-DRIVER = Path(__file__).with_name("sdk_driver.py")
 
 
 @pytest.fixture
@@ -25,13 +20,11 @@ def sim():
 
 
 def test_the_official_sdk_drives_the_simulator(sim, tmp_path):
-    keys = make_keys(tmp_path)
     env = {
         "VAST_SERVER_URL": sim.url,
         "VAST_API_KEY": API_KEY,
-        "SKYWARD_TEST_PUBLIC_KEY": keys.public_key,
     }
-    report = run_driver("vastai", DRIVER, env)
+    report = drive_sdk("vastai", __file__, tmp_path, env)
     for kind, is_bid in (("on-demand", False), ("bid", True)):
         seen = report[kind]
         assert seen["is_bid"] is is_bid and seen["status"] == "running", seen

@@ -4,7 +4,6 @@ host key (onstart script), the account SSH key, capacity fallback (``no_such_ask
 
 from __future__ import annotations
 
-import logging
 import time
 
 import httpx
@@ -15,15 +14,7 @@ from skyward.model import ClusterSpec
 from skyward.providers import get_provider
 from skyward.providers.vastai import VastProvider
 
-from ..cloudtests import (
-    check_fact_sequence,
-    check_notebook,
-    drive_kernel,
-    launch_request,
-    make_keys,
-    run_notebook,
-    ssh_echo,
-)
+from .. import cloudtests as ct
 from .simulator import (
     API_KEY,
     HOURS_PER_MONTH,
@@ -66,7 +57,7 @@ def test_the_cli_key_file_is_a_credential(monkeypatch, tmp_path):
 async def test_rejected_credentials_fail_before_any_launch(sim, tmp_path):
     provider = VastProvider(api_key="wrong", endpoint=api_base(sim))
     with pytest.raises(ProvisionError, match="rejected the credentials.*VAST_API_KEY"):
-        await provider.prepare("sky-v1", SPEC, make_keys(tmp_path))
+        await provider.prepare("sky-v1", SPEC, ct.make_keys(tmp_path))
     assert sim.instances == {} and sim.ssh_keys == {}
 
 
@@ -84,15 +75,15 @@ async def test_offers_match_type_and_count_cheapest_first(provider):
 
 
 async def test_instance_lifecycle_with_pinned_host_key(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-v2", SPEC, keys)
     assert list(sim.ssh_keys.values()) == [keys.public_key]
-    request, host_key = launch_request("sky-v2", 0, SPEC, keys)
+    request, host_key = ct.launch_request("sky-v2", 0, SPEC, keys)
     iid = await provider.launch(context, request)
     assert sim.instances[int(iid)].label == "sky-v2-n0" and sim.instances[int(iid)].is_bid
     instance = await provider.wait_running(context, iid, 30)
     assert instance.spot and instance.ssh_port > 0
-    assert await ssh_echo(instance, keys, host_key) == "pinned-ok"
+    assert await ct.ssh_echo(instance, keys, host_key) == "pinned-ok"
     assert (await provider.status(context, iid)).state is InstanceState.RUNNING
     await provider.destroy(context, iid)
     await provider.teardown(context)
@@ -102,12 +93,7 @@ async def test_instance_lifecycle_with_pinned_host_key(sim, provider, tmp_path):
 async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
     sim, provider, tmp_path, caplog
 ):
-    keys = make_keys(tmp_path)
-    context = await provider.prepare("sky-v3", SPEC, keys)
-    sim.refuse_capacity(1)
-    request, _ = launch_request("sky-v3", 0, SPEC, keys)
-    with caplog.at_level(logging.WARNING, logger="skyward.providers"):
-        iid = await provider.launch(context, request)
+    context, iid = await ct.launch_after_refusal(provider, sim, "sky-v3", SPEC, tmp_path, caplog)
     assert sim.count("PUT", r"/asks/") == 2
     assert "vastai: no capacity for A100 PCIE x2" in caplog.text and "trying" in caplog.text
     await provider.destroy(context, iid)
@@ -123,10 +109,10 @@ async def test_429_is_retried_after_retry_after(sim, provider):
 
 
 async def test_500_once_is_retried_and_a_lost_rent_is_not_doubled(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-v4", SPEC, keys)
-    sim.fail_with("500", times=1, match=lambda r: r.method == "PUT")
-    request, _ = launch_request("sky-v4", 0, SPEC, keys)
+    sim.fail_with("lost", times=1, match=lambda r: r.method == "PUT")
+    request, _ = ct.launch_request("sky-v4", 0, SPEC, keys)
     iid = await provider.launch(context, request)
     assert list(sim.instances) == [int(iid)]
     await provider.destroy(context, iid)
@@ -134,20 +120,12 @@ async def test_500_once_is_retried_and_a_lost_rent_is_not_doubled(sim, provider,
 
 
 async def test_preemption_is_reported_with_vasts_reason(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
-    context = await provider.prepare("sky-v5", SPEC, keys)
-    request, _ = launch_request("sky-v5", 0, SPEC, keys)
-    iid = await provider.launch(context, request)
-    await provider.wait_running(context, iid, 30)
-    sim.preempt(iid)
-    report = await provider.status(context, iid)
+    report = await ct.preemption_report(provider, sim, "sky-v5", SPEC, tmp_path)
     assert report.state is InstanceState.PREEMPTED
     assert report.reason == (
         "vastai: interruptible instance stopped: "
         "Instance stopped: outbid by a higher bid (interruptible)"
     )
-    await provider.destroy(context, iid)
-    await provider.teardown(context)
     assert sim.instances == {} and sim.ssh_keys == {}
 
 
@@ -155,12 +133,7 @@ async def test_preemption_is_reported_with_vasts_reason(sim, provider, tmp_path)
 def test_kernel_up_run_down_through_the_simulator():
     with VastSimulator() as sim:
         env = {"SKYWARD_VASTAI_ENDPOINT": api_base(sim), "VAST_API_KEY": API_KEY}
-        shown = drive_kernel(env, "vastai")
-        assert "ready: 2 node(s) on vastai" in shown["up"], shown["up"]
-        for node in (0, 1):
-            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
-        assert "destroyed (2 instance(s))" in shown["down"]
-        check_fact_sequence(shown["facts"], 2)
+        ct.check_two_nodes(env, "vastai")
         assert sim.instances == {} and sim.ssh_keys == {} and sim.backing_count() == 0
 
 
@@ -172,7 +145,7 @@ def test_example_notebook_runs_against_the_simulator(monkeypatch):
             "VAST_API_KEY": API_KEY,
         }.items():
             monkeypatch.setenv(key, value)
-        check_notebook(run_notebook("vastai"), "vastai")
+        ct.check_notebook(ct.run_notebook("vastai"), "vastai")
         assert sim.backing_count() == 0
 
 
@@ -187,9 +160,9 @@ async def test_offers_leave_out_unverified_and_external_hosts_and_price_the_disk
 
 
 async def test_status_reads_the_instance_as_its_owner(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-v6", SPEC, keys)
-    iid = await provider.launch(context, launch_request("sky-v6", 0, SPEC, keys)[0])
+    iid = await provider.launch(context, ct.launch_request("sky-v6", 0, SPEC, keys)[0])
     assert (await provider.status(context, iid)).state in (
         InstanceState.PENDING, InstanceState.RUNNING,
     )  # fmt: skip

@@ -3,18 +3,13 @@ and spot, status, SSH address, delete, gone), and our provider runs the same sce
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from skyward.model import ClusterSpec
 from skyward.providers.verda import VerdaProvider
 
-from ..cloudtests import make_keys
 from ..scenario import check_scenario, provider_scenario
-from ..sdkvenv import run_driver
+from ..sdkvenv import drive_sdk
 from .simulator import CLIENT_ID, CLIENT_SECRET, VerdaSimulator, api_base
-
-DRIVER = Path(__file__).with_name("sdk_driver.py")
 
 
 @pytest.fixture
@@ -24,14 +19,12 @@ def sim():
 
 
 def test_the_official_sdk_drives_the_simulator(sim, tmp_path):
-    keys = make_keys(tmp_path)
     env = {
         "VERDA_BASE_URL": api_base(sim),
         "VERDA_CLIENT_ID": CLIENT_ID,
         "VERDA_CLIENT_SECRET": CLIENT_SECRET,
-        "SKYWARD_TEST_PUBLIC_KEY": keys.public_key,
     }
-    report = run_driver("verda", DRIVER, env)
+    report = drive_sdk("verda", __file__, tmp_path, env)
     for kind, spot in (("on-demand", False), ("spot", True)):
         seen = report[kind]
         assert seen["is_spot"] is spot and seen["available"] is True, seen

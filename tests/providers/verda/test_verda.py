@@ -4,7 +4,6 @@ capacity fallback, 429/500 retries, preemption (discontinued), and a real kernel
 
 from __future__ import annotations
 
-import logging
 import time
 
 import httpx
@@ -15,15 +14,7 @@ from skyward.model import ClusterSpec
 from skyward.providers import get_provider
 from skyward.providers.verda import VerdaProvider
 
-from ..cloudtests import (
-    check_fact_sequence,
-    check_notebook,
-    drive_kernel,
-    launch_request,
-    make_keys,
-    run_notebook,
-    ssh_echo,
-)
+from .. import cloudtests as ct
 from .simulator import CLIENT_ID, CLIENT_SECRET, VerdaSimulator, api_base
 
 SPEC = ClusterSpec(provider="verda", nodes=1, accelerator="A100", accelerator_count=2)
@@ -52,7 +43,7 @@ def test_missing_credentials_name_the_variables(monkeypatch):
 async def test_rejected_credentials_fail_before_any_launch(sim, tmp_path):
     provider = VerdaProvider(CLIENT_ID, "wrong", endpoint=api_base(sim))
     with pytest.raises(ProvisionError, match="verda rejected the credentials.*VERDA_CLIENT_ID"):
-        await provider.prepare("sky-d1", SPEC, make_keys(tmp_path))
+        await provider.prepare("sky-d1", SPEC, ct.make_keys(tmp_path))
     assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
 
 
@@ -70,16 +61,16 @@ async def test_offers_per_location_cheapest_first(provider):
 
 
 async def test_vm_lifecycle_with_pinned_host_key_on_port_22(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-d2", SPEC, keys)
     assert [k["name"] for k in sim.ssh_keys.values()] == ["skyward-sky-d2"]
-    request, host_key = launch_request("sky-d2", 0, SPEC, keys)
+    request, host_key = ct.launch_request("sky-d2", 0, SPEC, keys)
     iid = await provider.launch(context, request)
     assert sim.vms[iid].hostname == "sky-d2-n0" and sim.vms[iid].is_spot
     assert [s["name"] for s in sim.scripts.values()] == ["skyward-sky-d2-n0"]
     instance = await provider.wait_running(context, iid, 30)
     assert instance.ssh_port == 22 and instance.spot and instance.region == "FIN-03"
-    assert await ssh_echo(instance, keys, host_key) == "pinned-ok"
+    assert await ct.ssh_echo(instance, keys, host_key) == "pinned-ok"
     assert (await provider.status(context, iid)).state is InstanceState.RUNNING
     await provider.destroy(context, iid)
     await provider.teardown(context)
@@ -90,12 +81,7 @@ async def test_vm_lifecycle_with_pinned_host_key_on_port_22(sim, provider, tmp_p
 async def test_capacity_error_falls_back_to_the_next_offer_and_says_so(
     sim, provider, tmp_path, caplog
 ):
-    keys = make_keys(tmp_path)
-    context = await provider.prepare("sky-d3", SPEC, keys)
-    sim.refuse_capacity(1)
-    request, _ = launch_request("sky-d3", 0, SPEC, keys)
-    with caplog.at_level(logging.WARNING, logger="skyward.providers"):
-        iid = await provider.launch(context, request)
+    context, iid = await ct.launch_after_refusal(provider, sim, "sky-d3", SPEC, tmp_path, caplog)
     assert sim.count("POST", r"/instances$") == 2
     assert "verda: no capacity for 2A100.44V (spot in FIN-03" in caplog.text
     assert "trying 2A100.44V (on-demand in FIN-01" in caplog.text
@@ -114,12 +100,12 @@ async def test_429_is_retried_after_retry_after(sim, provider):
 
 
 async def test_500_once_is_retried_and_a_lost_create_is_not_doubled(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-d4", SPEC, keys)
     sim.fail_with(
-        "500", times=1, match=lambda r: r.method == "POST" and r.path.endswith("/instances")
+        "lost", times=1, match=lambda r: r.method == "POST" and r.path.endswith("/instances")
     )
-    request, _ = launch_request("sky-d4", 0, SPEC, keys)
+    request, _ = ct.launch_request("sky-d4", 0, SPEC, keys)
     iid = await provider.launch(context, request)
     assert list(sim.vms) == [iid]
     await provider.destroy(context, iid)
@@ -127,17 +113,9 @@ async def test_500_once_is_retried_and_a_lost_create_is_not_doubled(sim, provide
 
 
 async def test_preemption_is_reported_with_verdas_reason(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
-    context = await provider.prepare("sky-d5", SPEC, keys)
-    request, _ = launch_request("sky-d5", 0, SPEC, keys)
-    iid = await provider.launch(context, request)
-    await provider.wait_running(context, iid, 30)
-    sim.preempt(iid)
-    report = await provider.status(context, iid)
+    report = await ct.preemption_report(provider, sim, "sky-d5", SPEC, tmp_path)
     assert report.state is InstanceState.PREEMPTED
     assert report.reason == "verda: spot instance discontinued (reclaimed)"
-    await provider.destroy(context, iid)
-    await provider.teardown(context)
     assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
 
 
@@ -149,12 +127,7 @@ def test_kernel_up_run_down_through_the_simulator():
             "VERDA_CLIENT_ID": CLIENT_ID,
             "VERDA_CLIENT_SECRET": CLIENT_SECRET,
         }
-        shown = drive_kernel(env, "verda")
-        assert "ready: 2 node(s) on verda" in shown["up"], shown["up"]
-        for node in (0, 1):
-            assert f"[node {node}] hello from node {node} of 2" in shown["run"], shown["run"]
-        assert "destroyed (2 instance(s))" in shown["down"]
-        check_fact_sequence(shown["facts"], 2)
+        ct.check_two_nodes(env, "verda")
         assert sim.vms == {} and sim.ssh_keys == {} and sim.scripts == {}
         assert sim.backing_count() == 0
 
@@ -168,7 +141,7 @@ def test_example_notebook_runs_against_the_simulator(monkeypatch):
             "VERDA_CLIENT_SECRET": CLIENT_SECRET,
         }.items():
             monkeypatch.setenv(key, value)
-        check_notebook(run_notebook("verda"), "verda")
+        ct.check_notebook(ct.run_notebook("verda"), "verda")
         assert sim.backing_count() == 0
 
 
@@ -187,10 +160,10 @@ async def test_prices_are_asked_for_in_usd(sim, provider):
 
 
 async def test_a_reclaimed_spot_vm_leaves_no_volume_billing(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     spot = ClusterSpec("verda", accelerator="A100", accelerator_count=1, spot="always")
     context = await provider.prepare("sky-d6", spot, keys)
-    iid = await provider.launch(context, launch_request("sky-d6", 0, spot, keys)[0])
+    iid = await provider.launch(context, ct.launch_request("sky-d6", 0, spot, keys)[0])
     assert sim.vms[iid].body["os_volume"]["on_spot_discontinue"] == "delete_permanently"
     await provider.wait_running(context, iid, 30)
     sim.preempt(iid)
@@ -201,9 +174,9 @@ async def test_a_reclaimed_spot_vm_leaves_no_volume_billing(sim, provider, tmp_p
 
 
 async def test_a_destroyed_vm_leaves_no_volume_billing(sim, provider, tmp_path):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-d7", SPEC, keys)
-    iid = await provider.launch(context, launch_request("sky-d7", 0, SPEC, keys)[0])
+    iid = await provider.launch(context, ct.launch_request("sky-d7", 0, SPEC, keys)[0])
     await provider.wait_running(context, iid, 30)
     await provider.destroy(context, iid)
     await provider.teardown(context)
@@ -226,9 +199,9 @@ async def test_a_destroyed_vm_leaves_no_volume_billing(sim, provider, tmp_path):
 )
 async def test_every_instance_status_is_mapped(sim, provider, tmp_path, status, state):
     spec = ClusterSpec("verda", accelerator="A100", accelerator_count=2, spot="never")
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     context = await provider.prepare("sky-d8", spec, keys)
-    iid = await provider.launch(context, launch_request("sky-d8", 0, spec, keys)[0])
+    iid = await provider.launch(context, ct.launch_request("sky-d8", 0, spec, keys)[0])
     await provider.wait_running(context, iid, 30)
     sim.vms[iid].status = status
     report = await provider.status(context, iid)
@@ -240,10 +213,10 @@ async def test_every_instance_status_is_mapped(sim, provider, tmp_path, status, 
 
 @pytest.mark.parametrize("reads_as", ["discontinued", "gone"])
 async def test_a_reclaimed_spot_vm_is_preempted_however_it_reads(sim, provider, tmp_path, reads_as):
-    keys = make_keys(tmp_path)
+    keys = ct.make_keys(tmp_path)
     spot = ClusterSpec("verda", accelerator="A100", accelerator_count=1, spot="always")
     context = await provider.prepare("sky-d9", spot, keys)
-    iid = await provider.launch(context, launch_request("sky-d9", 0, spot, keys)[0])
+    iid = await provider.launch(context, ct.launch_request("sky-d9", 0, spot, keys)[0])
     await provider.wait_running(context, iid, 30)
     sim.preempt(iid, reads_as=reads_as)
     report = await provider.status(context, iid)

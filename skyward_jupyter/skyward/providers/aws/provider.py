@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.provider import (
@@ -37,16 +36,22 @@ from ...core.provider import (
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
-from ..cloud import caller_cidr
+from ..cloud import caller_cidr, describe_machine
 from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
-from .catalog import AMI_PARAMETERS, ON_DEMAND_USD, SPOT_INTERRUPTION_CODES, cloud_config
+from .catalog import AMI_PARAMETERS, SPOT_INTERRUPTION_CODES, cloud_config
+from .cluster import (
+    NODE_TAG,
+    AwsContext,
+    create_resources,
+    delete_resources,
+    find_group,
+)
+from .offers import Attempt, adopted, find_attempts, label
 
 __all__ = ["AwsContext", "AwsProvider"]
 
 log = logging.getLogger("skyward")
 
-CLUSTER_TAG = "skyward-cluster"
-NODE_TAG = "skyward-node"
 SPOT_TERMINATION = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 METADATA_OPTIONS = {
@@ -57,43 +62,6 @@ METADATA_OPTIONS = {
 """IMDSv2 only, one hop: the user data (with the host key) needs a session token."""
 IMAGE_ENV = "SKYWARD_AWS_IMAGE"
 BOTO_ENDPOINTS = ("AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL")
-
-
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """One way to launch a node: an offer in one market, at its price."""
-
-    offer: Offer
-    spot: bool
-    price: float
-
-
-@dataclass
-class AwsContext:
-    """One cluster's resources and what each of its instances was launched as."""
-
-    cluster_id: str
-    region: str
-    spec: ClusterSpec
-    attempts: list[_Attempt]
-    image_id: str = ""
-    key_name: str = ""
-    group_id: str = ""
-    instances: dict[str, _Attempt] = field(default_factory=dict)
-    note: ResourceNote = field(default=no_note, repr=False)
-
-
-def _tags(cluster_id: str, **extra: str) -> list[dict[str, str]]:
-    tags = {"Name": cluster_id, CLUSTER_TAG: cluster_id, **extra}
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
-def _wanted(spec: ClusterSpec) -> str:
-    gpus = f"{spec.accelerator or 'any GPU'} x{spec.accelerator_count}"
-    what = gpus if spec.accelerator_count else "a CPU machine"
-    market = {"always": " (spot)", "never": " (on-demand)"}.get(spec.spot, "")
-    cap = f" under ${spec.max_price:.2f}/h" if spec.max_price else ""
-    return what + market + cap
 
 
 class AwsProvider:
@@ -123,50 +91,9 @@ class AwsProvider:
 
     async def offers(self, spec: ClusterSpec) -> list[Offer]:
         """Instance types with the GPUs asked for (at least that many), cheapest first."""
-        found = {a.offer.instance_type: a.offer for a in await self._attempts(spec)}
+        attempts = await find_attempts(self.api, spec.region or self.default_region, spec)
+        found = {a.offer.instance_type: a.offer for a in attempts}
         return list(found.values())
-
-    async def _attempts(self, spec: ClusterSpec) -> list[_Attempt]:
-        region = spec.region or self.default_region
-        offered = await self.api.call(
-            region,
-            "describe_instance_type_offerings",
-            LocationType="region",
-            Filters=[{"Name": "instance-type", "Values": sorted(ON_DEMAND_USD)}],
-        )
-        names = sorted({o["InstanceType"] for o in offered.get("InstanceTypeOfferings", [])})
-        if not names:
-            return []
-        described = await self.api.call(region, "describe_instance_types", InstanceTypes=names)
-        offers = [
-            offer
-            for info in described.get("InstanceTypes", [])
-            if (offer := _offer(info, region)) is not None and _matches(offer, spec)
-        ]
-        spot_prices: dict[str, float] = {}
-        if offers and spec.spot != "never":
-            history = await self.api.call(
-                region,
-                "describe_spot_price_history",
-                InstanceTypes=[o.instance_type for o in offers],
-                ProductDescriptions=["Linux/UNIX"],
-                StartTime=time.time(),
-            )
-            for item in history.get("SpotPriceHistory", []):
-                kind, price = item["InstanceType"], float(item["SpotPrice"])
-                spot_prices[kind] = min(price, spot_prices.get(kind, price))
-        attempts = []
-        for offer in offers:
-            spot = spot_prices.get(offer.instance_type)
-            offer = Offer(**{**_fields(offer), "spot_price_per_hour": spot})
-            if spec.spot != "always":
-                attempts.append(_Attempt(offer, False, offer.price_per_hour))
-            if spec.spot != "never" and spot is not None:
-                attempts.append(_Attempt(offer, True, spot))
-        if spec.max_price is not None:
-            attempts = [a for a in attempts if a.price <= spec.max_price]
-        attempts.sort(key=lambda a: (a.price, a.offer.instance_type))
-        return attempts
 
     # -- cluster resources --------------------------------------------------------------
 
@@ -175,15 +102,18 @@ class AwsProvider:
     ) -> AwsContext:
         """Find the offers, the AMI, then import the key pair and open SSH to us."""
         region = spec.region or self.default_region
-        attempts = await self._attempts(spec)
+        attempts = await find_attempts(self.api, region, spec)
         if not attempts:
-            raise ProvisionError(f"no AWS instance type offers {_wanted(spec)} in {region}")
-        context = AwsContext(cluster_id, region, spec, attempts, note=note)
+            raise ProvisionError(
+                f"no AWS instance type offers {describe_machine(spec)} in {region}"
+            )
+        context = AwsContext(cluster_id, spec, region, attempts, note=note)
         context.image_id = self.image or await self._public_image(region, spec)
         try:
-            await self._create_resources(context, keys)
+            cidr = await asyncio.to_thread(caller_cidr, self._cidr_endpoint)
+            await create_resources(self.api, context, keys, cidr)
         except BaseException:
-            await asyncio.shield(self._delete_resources(context))
+            await asyncio.shield(delete_resources(self.api, context))
             raise
         return context
 
@@ -193,7 +123,7 @@ class AwsProvider:
         """The context of an existing cluster: its region, key pair and group, as noted
         (calls nothing; a later launch finds its offers, image and group then)."""
         region = first(resources, "region") or spec.region or self.default_region
-        context = AwsContext(cluster_id, region, spec, [], note=note)
+        context = AwsContext(cluster_id, spec, region, [], note=note)
         context.key_name = first(resources, "key-pair", f"skyward-{cluster_id}")
         context.group_id = first(resources, "security-group-id")
         return context
@@ -201,19 +131,11 @@ class AwsProvider:
     async def _complete(self, context: AwsContext) -> None:
         """What a restored context lacks before it can launch (offers, image, group)."""
         if not context.attempts:
-            context.attempts = await self._attempts(context.spec)
+            context.attempts = await find_attempts(self.api, context.region, context.spec)
         if not context.image_id:
             context.image_id = self.image or await self._public_image(context.region, context.spec)
         if not context.group_id:
-            groups = await self.api.call(
-                context.region,
-                "describe_security_groups",
-                Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [context.cluster_id]}],
-            )
-            found = groups.get("SecurityGroups", [])
-            if not found:
-                raise ProvisionError(f"aws: the security group of {context.cluster_id} is gone")
-            context.group_id = found[0]["GroupId"]
+            context.group_id = await find_group(self.api, context)
 
     async def _public_image(self, region: str, spec: ClusterSpec) -> str:
         """The AMI that AWS's public SSM parameter names in ``region``; an error that says
@@ -232,54 +154,6 @@ class AwsProvider:
             ) from exc
         return str(found["Parameter"]["Value"])
 
-    async def _create_resources(self, context: AwsContext, keys: ClusterKeys) -> None:
-        region, name = context.region, f"skyward-{context.cluster_id}"
-        cidr = await asyncio.to_thread(caller_cidr, self._cidr_endpoint)
-        context.note("region", region)
-        context.note("key-pair", name)
-        await self.api.call(
-            region,
-            "import_key_pair",
-            KeyName=name,
-            PublicKeyMaterial=keys.public_key.encode(),
-            TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tags(context.cluster_id)}],
-        )
-        context.key_name = name
-        context.note("security-group", name)
-        group = await self.api.call(
-            region,
-            "create_security_group",
-            GroupName=name,
-            Description=f"skyward cluster {context.cluster_id}: SSH from {cidr}, all between nodes",
-            TagSpecifications=[
-                {"ResourceType": "security-group", "Tags": _tags(context.cluster_id)}
-            ],
-        )
-        context.group_id = group["GroupId"]
-        context.note("security-group-id", context.group_id)
-        await self.api.call(
-            region,
-            "authorize_security_group_ingress",
-            GroupId=context.group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "IpRanges": [{"CidrIp": cidr, "Description": "skyward: SSH from the client"}],
-                },
-                {
-                    "IpProtocol": "-1",
-                    "UserIdGroupPairs": [
-                        {
-                            "GroupId": context.group_id,
-                            "Description": "skyward: all traffic between the nodes of the cluster",
-                        }
-                    ],
-                },
-            ],
-        )
-
     # -- instances ----------------------------------------------------------------------
 
     async def launch(self, context: AwsContext, request: LaunchRequest) -> InstanceId:
@@ -289,31 +163,31 @@ class AwsProvider:
         for instance in existing:
             if instance["InstanceId"] not in context.instances:
                 # Launched by an earlier try of this very node: adopt it, never launch twice.
-                attempt = _attempt_of(context, instance)
+                attempt = adopted(context.attempts, instance, context.region)
                 context.instances[instance["InstanceId"]] = attempt
                 return str(instance["InstanceId"])
         user_data = cloud_config(request.host_key, request.host_public_key, request.keys.public_key)
         token = secrets.token_hex(6)
         tried: list[str] = []
         for index, attempt in enumerate(context.attempts):
-            label = _label(attempt)
+            this = label(attempt)
             try:
                 iid = await self._run(context, request, attempt, user_data, f"{token}-{index}")
             except CapacityError as exc:
-                tried.append(label)
+                tried.append(this)
                 following = context.attempts[index + 1 : index + 2]
-                then = f"trying {_label(following[0])}" if following else "no other offer left"
+                then = f"trying {label(following[0])}" if following else "no other offer left"
                 log.warning(
                     "skyward: aws node %d: %s in %s: %s; %s",
-                    request.node_id, label, context.region, str(exc).rstrip("."), then,
+                    request.node_id, this, context.region, str(exc).rstrip("."), then,
                 )  # fmt: skip
                 continue
             context.instances[iid] = attempt
             if tried:
-                log.warning("skyward: aws node %d launched as %s", request.node_id, label)
+                log.warning("skyward: aws node %d launched as %s", request.node_id, this)
             return iid
         raise CapacityError(
-            f"AWS has no capacity in {context.region} for {_wanted(context.spec)}: "
+            f"AWS has no capacity in {context.region} for {describe_machine(context.spec)}: "
             f"tried {', '.join(tried)}"
         )
 
@@ -321,7 +195,7 @@ class AwsProvider:
         self,
         context: AwsContext,
         request: LaunchRequest,
-        attempt: _Attempt,
+        attempt: Attempt,
         user_data: str,
         token: str,
     ) -> str:
@@ -341,7 +215,7 @@ class AwsProvider:
                 {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 100, "DeleteOnTermination": True}}
             ],
             "TagSpecifications": [
-                {"ResourceType": kind, "Tags": _tags(context.cluster_id, **{NODE_TAG: node})}
+                {"ResourceType": kind, "Tags": context.tags(**{NODE_TAG: node})}
                 for kind in ("instance", "volume")
             ],
         }
@@ -375,7 +249,7 @@ class AwsProvider:
         self, context: AwsContext, node: int | None = None, states: list[str] | None = None
     ) -> list[dict[str, Any]]:
         filters = [
-            {"Name": f"tag:{CLUSTER_TAG}", "Values": [context.cluster_id]},
+            *context.by_tag,
             {"Name": "instance-state-name", "Values": states or LIVE_STATES},
         ]
         if node is not None:
@@ -407,7 +281,7 @@ class AwsProvider:
 
     def _instance(self, context: AwsContext, described: dict[str, Any]) -> Instance:
         iid = described["InstanceId"]
-        attempt = context.instances.get(iid) or _attempt_of(context, described)
+        attempt = context.instances.get(iid) or adopted(context.attempts, described, context.region)
         return Instance(
             id=iid,
             status="running",
@@ -487,86 +361,4 @@ class AwsProvider:
         if left:
             await self.api.call(context.region, "terminate_instances", InstanceIds=left)
             await self._wait_gone(context, left, timeout=600.0)
-        await self._delete_resources(context)
-
-    async def _delete_resources(self, context: AwsContext) -> None:
-        """Delete the cluster's groups (by tag, and the noted one) and its key pair."""
-        region = context.region
-        name = context.key_name or f"skyward-{context.cluster_id}"
-        groups = await self.api.call(
-            region,
-            "describe_security_groups",
-            Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [context.cluster_id]}],
-        )
-        ids = [group["GroupId"] for group in groups.get("SecurityGroups", [])]
-        if context.group_id and context.group_id not in ids:
-            ids.append(context.group_id)
-        for group_id in ids:
-            await self._delete_group(region, group_id)
-        try:
-            await self.api.call(region, "delete_key_pair", KeyName=name)
-        except ProvisionError as exc:
-            if "InvalidKeyPair.NotFound" not in str(exc):
-                raise
-
-    async def _delete_group(self, region: str, group_id: str) -> None:
-        """Delete a security group; its last instance's interface may hold it a while."""
-        deadline = time.monotonic() + 300.0
-        delay = 2.0
-        while True:
-            try:
-                await self.api.call(region, "delete_security_group", GroupId=group_id)
-                return
-            except ProvisionError as exc:
-                if "InvalidGroup.NotFound" in str(exc):
-                    return
-                if "DependencyViolation" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 15.0)
-
-
-def _fields(offer: Offer) -> dict[str, Any]:
-    return {name: getattr(offer, name) for name in Offer.__slots__}  # type: ignore[attr-defined]
-
-
-def _offer(info: dict[str, Any], region: str) -> Offer | None:
-    kind = info["InstanceType"]
-    price = ON_DEMAND_USD.get(kind)
-    if price is None:
-        return None
-    gpus = info.get("GpuInfo", {}).get("Gpus", [])
-    return Offer(
-        provider="aws",
-        instance_type=kind,
-        accelerator=gpus[0]["Name"] if gpus else None,
-        accelerator_count=sum(int(g.get("Count", 0)) for g in gpus),
-        vcpus=float(info.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
-        memory_gb=round(info.get("MemoryInfo", {}).get("SizeInMiB", 0) / 1024, 1),
-        price_per_hour=price,
-        region=region,
-    )
-
-
-def _matches(offer: Offer, spec: ClusterSpec) -> bool:
-    if spec.accelerator_count == 0:
-        return offer.accelerator_count == 0
-    if offer.accelerator_count < spec.accelerator_count:
-        return False
-    wanted = (spec.accelerator or "").upper()
-    return not wanted or (offer.accelerator or "").upper() == wanted
-
-
-def _label(attempt: _Attempt) -> str:
-    market = "spot" if attempt.spot else "on-demand"
-    return f"{attempt.offer.instance_type} ({market}, ${attempt.price:.2f}/h)"
-
-
-def _attempt_of(context: AwsContext, described: dict[str, Any]) -> _Attempt:
-    spot = described.get("InstanceLifecycle") == "spot"
-    for attempt in context.attempts:
-        if attempt.offer.instance_type == described.get("InstanceType") and attempt.spot == spot:
-            return attempt
-    kind = described.get("InstanceType", "")
-    offer = Offer("aws", kind, price_per_hour=ON_DEMAND_USD.get(kind, 0.0), region=context.region)
-    return _Attempt(offer, spot, offer.price_per_hour)
+        await delete_resources(self.api, context)

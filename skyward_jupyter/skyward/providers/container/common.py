@@ -6,12 +6,33 @@ import os
 import re
 import shutil
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ...core.private_files import data_dir
+from ...core.provider import ClusterContext
+from ...errors import ProvisionError
 from ...model import Offer
 
-__all__ = ["default_base_dir", "local_offer", "remove_tree", "safe_name"]
+__all__ = ["NodeCluster", "default_base_dir", "local_offer", "own", "remove_tree", "safe_name"]
+
+
+@dataclass
+class NodeCluster(ClusterContext):
+    """A cluster on this machine: its folder. Each runtime keeps its own nodes in it."""
+
+    dir: Path
+
+
+N = TypeVar("N", bound=NodeCluster)
+
+
+def own(context: NodeCluster, kind: type[N]) -> N:
+    """``context`` as the runtime's own kind (a runtime is handed only what it made)."""
+    if not isinstance(context, kind):
+        raise ProvisionError(f"cluster {context.cluster_id} was made by another runtime")
+    return context
 
 
 def default_base_dir() -> Path:

@@ -31,7 +31,7 @@ from ...core.provider import (
 )
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
-from .common import local_offer, remove_tree, safe_name
+from .common import NodeCluster, local_offer, own, remove_tree, safe_name
 
 __all__ = ["DEFAULT_IMAGE", "EngineCluster", "EngineRuntime"]
 
@@ -117,12 +117,9 @@ class _EngineNode:
 
 
 @dataclass
-class EngineCluster:
+class EngineCluster(NodeCluster):
     """The context of one cluster of containers: its folder, image and nodes."""
 
-    cluster_id: str
-    dir: Path
-    spec: ClusterSpec
     image: str
     nodes: dict[str, _EngineNode] = field(default_factory=dict)
 
@@ -203,12 +200,12 @@ class EngineRuntime:
         except BaseException:
             await asyncio.to_thread(remove_tree, folder)
             raise
-        return EngineCluster(cluster_id, folder, spec, image)
+        return EngineCluster(cluster_id, spec, folder, image)
 
     def restore(self, cluster_id: str, spec: ClusterSpec, resources: Resources) -> EngineCluster:
         """The cluster's folder, as noted; its containers are found by their label."""
         folder = first(resources, "folder") or str(self.base_dir / safe_name(cluster_id))
-        return EngineCluster(cluster_id, Path(folder), spec, self.image or DEFAULT_IMAGE)
+        return EngineCluster(cluster_id, spec, Path(folder), self.image or DEFAULT_IMAGE)
 
     async def _check_python(self, image: str) -> None:
         """The image's Python must be the kernel's major.minor (cloudpickle needs it)."""
@@ -224,7 +221,8 @@ class EngineRuntime:
                 f"{PYTHON}: cloudpickle needs the same major.minor"
             )
 
-    async def launch(self, context: EngineCluster, request: LaunchRequest) -> str:
+    async def launch(self, context: NodeCluster, request: LaunchRequest) -> str:
+        context = own(context, EngineCluster)
         suffix = secrets.token_hex(3)
         node = _EngineNode(
             f"ctr-{context.cluster_id}-{request.node_id}-{suffix}",
@@ -267,7 +265,8 @@ class EngineRuntime:
         if code != 0:
             return None
         with contextlib.suppress(ValueError):
-            return json.loads(out)
+            state = json.loads(out)
+            return state if isinstance(state, dict) else None
         return None
 
     async def _logs(self, container: str) -> str:
@@ -275,8 +274,9 @@ class EngineRuntime:
         return (out + err).strip()
 
     async def wait_running(
-        self, context: EngineCluster, instance_id: str, timeout: float
+        self, context: NodeCluster, instance_id: str, timeout: float
     ) -> Instance:
+        context = own(context, EngineCluster)
         node = self._node(context, instance_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -321,7 +321,8 @@ class EngineRuntime:
         )  # fmt: skip
         return out.split()[0] if code == 0 and out.split() else ""
 
-    async def status(self, context: EngineCluster, instance_id: str) -> StatusReport:
+    async def status(self, context: NodeCluster, instance_id: str) -> StatusReport:
+        context = own(context, EngineCluster)
         state = await self._state(self._node(context, instance_id).container)
         if state is None:
             return StatusReport(InstanceState.TERMINATED, "container not found")
@@ -334,7 +335,8 @@ class EngineRuntime:
             InstanceState.TERMINATED, f"container {status} (exit code {state.get('ExitCode')})"
         )
 
-    async def destroy(self, context: EngineCluster, instance_id: str) -> None:
+    async def destroy(self, context: NodeCluster, instance_id: str) -> None:
+        context = own(context, EngineCluster)
         node = self._node(context, instance_id)
         await self._remove([node.container])
         if node.root.exists():
@@ -356,7 +358,8 @@ class EngineRuntime:
             await self._cli("rm", "-f", "-v", *left, timeout=120)
             await asyncio.sleep(0.2)
 
-    async def teardown(self, context: EngineCluster) -> None:
+    async def teardown(self, context: NodeCluster) -> None:
+        context = own(context, EngineCluster)
         for instance_id in list(context.nodes):
             await self.destroy(context, instance_id)
         out = await self._must(

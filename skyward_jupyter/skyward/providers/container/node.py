@@ -144,7 +144,7 @@ class _Server(asyncssh.SSHServer):
 class _SFTPServer(asyncssh.SFTPServer):
     """SFTP whose relative paths start at the node's home, as on a real machine."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, home: str) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], home: str) -> None:
         super().__init__(chan)
         self._home = os.fsencode(home)
 
@@ -152,7 +152,7 @@ class _SFTPServer(asyncssh.SFTPServer):
         return path if path.startswith(b"/") else posixpath.join(self._home, path)
 
 
-async def _pump_out(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter) -> None:
+async def _pump_out(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
     """Copy a pipe to the channel; once the channel is gone, drain and drop the rest."""
     broken = False
     while chunk := await reader.read(_CHUNK):
@@ -165,7 +165,7 @@ async def _pump_out(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter) ->
             broken = True
 
 
-async def _pump_in(reader: asyncssh.SSHReader, proc: asyncio.subprocess.Process) -> None:
+async def _pump_in(reader: asyncssh.SSHReader[bytes], proc: asyncio.subprocess.Process) -> None:
     """Copy the channel to the process's stdin; forward signals the client sends."""
     stdin = proc.stdin
     assert stdin is not None  # created with stdin=PIPE
@@ -191,7 +191,7 @@ async def _pump_in(reader: asyncssh.SSHReader, proc: asyncio.subprocess.Process)
         stdin.close()
 
 
-async def _run(node: _Node, process: asyncssh.SSHServerProcess) -> None:
+async def _run(node: _Node, process: asyncssh.SSHServerProcess[bytes]) -> None:
     """Serve one exec (or shell) request with a real subprocess."""
     command = process.command
     env = dict(node.env)
@@ -248,7 +248,7 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
-    async def handle(process: asyncssh.SSHServerProcess) -> None:
+    async def handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
         try:
             await _run(node, process)
         except Exception:  # keep serving other sessions whatever one of them did

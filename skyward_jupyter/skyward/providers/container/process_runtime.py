@@ -35,7 +35,7 @@ from ...core.provider import (
 )
 from ...errors import ProvisionError
 from ...model import ClusterSpec, Instance
-from .common import local_offer, remove_tree, safe_name
+from .common import NodeCluster, local_offer, own, remove_tree, safe_name
 from .procs import MARKER, kill_processes, live_processes
 
 __all__ = ["LocalCluster", "ProcessRuntime"]
@@ -67,12 +67,9 @@ class _LocalNode:
 
 
 @dataclass
-class LocalCluster:
+class LocalCluster(NodeCluster):
     """The context of one cluster of local processes: its folder and its nodes."""
 
-    cluster_id: str
-    dir: Path
-    spec: ClusterSpec
     nodes: dict[str, _LocalNode] = field(default_factory=dict)
 
 
@@ -84,7 +81,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def _listening_addresses() -> set[str]:
     """IPv4 addresses with a listening TCP socket (Linux); empty where unknown."""
-    found = set()
+    found: set[str] = set()
     try:
         with open("/proc/net/tcp") as f:
             lines = f.readlines()[1:]
@@ -212,14 +209,15 @@ class ProcessRuntime:
             private_dir(folder)
         except OSError as exc:
             raise ProvisionError(f"cannot create the cluster folder {folder}: {exc}") from exc
-        return LocalCluster(cluster_id, folder, spec)
+        return LocalCluster(cluster_id, spec, folder)
 
     def restore(self, cluster_id: str, spec: ClusterSpec, resources: Resources) -> LocalCluster:
         """The cluster's folder, as noted; its nodes are found from their instance.json."""
         folder = first(resources, "folder") or str(self.base_dir / safe_name(cluster_id))
-        return LocalCluster(cluster_id, Path(folder), spec)
+        return LocalCluster(cluster_id, spec, Path(folder))
 
-    async def launch(self, context: LocalCluster, request: LaunchRequest) -> str:
+    async def launch(self, context: NodeCluster, request: LaunchRequest) -> str:
+        context = own(context, LocalCluster)
         suffix = secrets.token_hex(3)
         instance_id = f"ctr-{context.cluster_id}-{request.node_id}-{suffix}"
         root = context.dir / f"n{request.node_id}-{suffix}"
@@ -298,8 +296,9 @@ class ProcessRuntime:
         return None if _pid_alive(node.pid, node.instance_id) else -1
 
     async def wait_running(
-        self, context: LocalCluster, instance_id: str, timeout: float
+        self, context: NodeCluster, instance_id: str, timeout: float
     ) -> Instance:
+        context = own(context, LocalCluster)
         node = self._find(context, instance_id)
         if node is None:
             raise ProvisionError(f"unknown container instance {instance_id}")
@@ -329,7 +328,8 @@ class ProcessRuntime:
                 )
             await asyncio.sleep(0.02)
 
-    async def status(self, context: LocalCluster, instance_id: str) -> StatusReport:
+    async def status(self, context: NodeCluster, instance_id: str) -> StatusReport:
+        context = own(context, LocalCluster)
         node = self._find(context, instance_id)
         if node is None:
             return StatusReport(InstanceState.TERMINATED, "instance not found")
@@ -340,7 +340,8 @@ class ProcessRuntime:
             return StatusReport(InstanceState.PENDING, "node process starting")
         return StatusReport(InstanceState.RUNNING)
 
-    async def destroy(self, context: LocalCluster, instance_id: str) -> None:
+    async def destroy(self, context: NodeCluster, instance_id: str) -> None:
+        context = own(context, LocalCluster)
         node = self._find(context, instance_id)
         if node is None:
             # Never launched here or already gone: still make sure nothing of it runs.
@@ -379,7 +380,8 @@ class ProcessRuntime:
             elif _pid_alive(node.pid, node.instance_id):
                 os.kill(node.pid, signal.SIGTERM)
 
-    async def teardown(self, context: LocalCluster) -> None:
+    async def teardown(self, context: NodeCluster) -> None:
+        context = own(context, LocalCluster)
         instances = set(context.nodes)
         for meta in context.dir.glob("*/instance.json"):
             with contextlib.suppress(OSError, ValueError, KeyError):

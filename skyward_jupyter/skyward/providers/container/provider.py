@@ -8,7 +8,7 @@ with sshd. Either way the node is reached over SSH like a cloud machine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...core.provider import (
     ClusterKeys,
@@ -21,7 +21,11 @@ from ...core.provider import (
 from ...errors import UsageError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
-from .common import default_base_dir, local_offer
+from .common import NodeCluster, default_base_dir, local_offer
+
+if TYPE_CHECKING:
+    from .engine_runtime import EngineRuntime
+    from .process_runtime import ProcessRuntime
 
 __all__ = ["RUNTIMES", "ContainerProvider"]
 
@@ -46,7 +50,7 @@ class ContainerProvider:
             )
         self.runtime = runtime
         self.base_dir = Path(base_dir) if base_dir is not None else default_base_dir()
-        self._impl: Any
+        self._impl: ProcessRuntime | EngineRuntime
         if runtime == "process":
             from .process_runtime import ProcessRuntime
 
@@ -72,32 +76,34 @@ class ContainerProvider:
 
     async def prepare(
         self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
-    ) -> Any:
+    ) -> NodeCluster:
         """Create the cluster's folder (and, for an engine, make sure the image exists)."""
         return await self._impl.prepare(cluster_id, spec, keys, note)
 
     async def restore(
         self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
-    ) -> Any:
+    ) -> NodeCluster:
         """The context of an existing cluster: its folder (and nodes found in it)."""
         return self._impl.restore(cluster_id, spec, resources)
 
-    async def launch(self, context: Any, request: LaunchRequest) -> InstanceId:
+    async def launch(self, context: NodeCluster, request: LaunchRequest) -> InstanceId:
         """Start one node; its id is known at once, its SSH endpoint after wait_running."""
         return await self._impl.launch(context, request)
 
-    async def wait_running(self, context: Any, instance_id: InstanceId, timeout: float) -> Instance:
+    async def wait_running(
+        self, context: NodeCluster, instance_id: InstanceId, timeout: float
+    ) -> Instance:
         """Wait until the node's SSH server listens; return where it is."""
         return await self._impl.wait_running(context, instance_id, timeout)
 
-    async def status(self, context: Any, instance_id: InstanceId) -> StatusReport:
+    async def status(self, context: NodeCluster, instance_id: InstanceId) -> StatusReport:
         """RUNNING while the node lives, TERMINATED (with the reason) once it died."""
         return await self._impl.status(context, instance_id)
 
-    async def destroy(self, context: Any, instance_id: InstanceId) -> None:
+    async def destroy(self, context: NodeCluster, instance_id: InstanceId) -> None:
         """Kill the node and everything it started; return once nothing of it is left."""
         await self._impl.destroy(context, instance_id)
 
-    async def teardown(self, context: Any) -> None:
+    async def teardown(self, context: NodeCluster) -> None:
         """Destroy any node left and remove the cluster's folder (and containers)."""
         await self._impl.teardown(context)

@@ -56,7 +56,7 @@ class ComputeApi:
         if endpoint:
             from google.auth.credentials import AnonymousCredentials
 
-            credentials: Any = AnonymousCredentials()
+            credentials: Any = AnonymousCredentials()  # type: ignore[no-untyped-call]
             options["client_options"] = ClientOptions(api_endpoint=endpoint)
             found_project = None
         else:

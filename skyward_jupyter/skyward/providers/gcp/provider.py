@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.provider import (
+    ClusterContext,
     ClusterKeys,
     InstanceState,
     LaunchRequest,
@@ -37,9 +38,11 @@ from ...core.provider import (
 from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId, ProviderName
 from ...model import ClusterSpec, Instance, Offer
-from ..cloud import caller_cidr
+from ..cloud import caller_cidr, describe_machine
 from .api import ENDPOINT_ENV, ComputeApi
-from .catalog import ATTACHABLE, HOST_KEY_ATTRIBUTE, IMAGES, PRICES, gpu_name, startup_script
+from .catalog import HOST_KEY_ATTRIBUTE, IMAGES, startup_script
+from .firewall import NETWORK, delete_firewall, firewall_rules, warn_if_ssh_is_open
+from .offers import Attempt, find_attempts, find_zones, label
 
 __all__ = ["GcpContext", "GcpProvider"]
 
@@ -48,10 +51,6 @@ log = logging.getLogger("skyward")
 CLUSTER_LABEL = "skyward-cluster"
 NODE_LABEL = "skyward-node"
 PREEMPTED_OPERATION = "compute.instances.preempted"
-DEFAULT_REGION = "us-central1"
-NETWORK = "global/networks/default"
-ANYWHERE = {"0.0.0.0/0", "::/0"}
-_ZONE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _STATES = {
     "PROVISIONING": InstanceState.PENDING,
     "STAGING": InstanceState.PENDING,
@@ -64,26 +63,14 @@ _STATES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """One way to launch a node: a machine type (and attached GPUs) in one zone and market."""
-
-    offer: Offer
-    spot: bool
-    price: float
-    attached: str = ""  # accelerator type attached to an N1 host, if any
-
-
 @dataclass
-class GcpContext:
+class GcpContext(ClusterContext):
     """One cluster's firewall rule and where each of its VMs lives."""
 
-    cluster_id: str
-    spec: ClusterSpec
-    attempts: list[_Attempt]
+    attempts: list[Attempt]
     zones: list[str]
     firewall: str = ""
-    instances: dict[str, _Attempt] = field(default_factory=dict)
+    instances: dict[str, Attempt] = field(default_factory=dict)
     rules: list[str] = field(default_factory=list)  # firewall rules noted, in order
     note: ResourceNote = field(default=no_note, repr=False)
 
@@ -95,14 +82,6 @@ class GcpContext:
     def internal_rule(self) -> str:
         """The firewall rule admitting the cluster's VMs to each other."""
         return f"{self.tag}-internal"
-
-
-def _wanted(spec: ClusterSpec) -> str:
-    gpus = f"{spec.accelerator or 'any GPU'} x{spec.accelerator_count}"
-    what = gpus if spec.accelerator_count else "a CPU machine"
-    market = {"always": " (spot)", "never": " (on-demand)"}.get(spec.spot, "")
-    cap = f" under ${spec.max_price:.2f}/h" if spec.max_price else ""
-    return what + market + cap
 
 
 def _split(instance_id: str) -> tuple[str, str]:
@@ -128,78 +107,9 @@ class GcpProvider:
     async def offers(self, spec: ClusterSpec) -> list[Offer]:
         """Machine types with the GPUs asked for (at least that many), cheapest first."""
         found: dict[tuple[str, str], Offer] = {}
-        for attempt in await self._attempts(spec, await self._zones(spec)):
+        for attempt in await find_attempts(self.api, spec, await find_zones(self.api, spec)):
             found.setdefault((attempt.offer.instance_type, attempt.offer.region), attempt.offer)
         return list(found.values())
-
-    async def _zones(self, spec: ClusterSpec) -> list[str]:
-        wanted = spec.region or os.environ.get("CLOUDSDK_COMPUTE_ZONE") or DEFAULT_REGION
-        if _ZONE.match(wanted):
-            return [wanted]
-        pager = await self.api.call(self.api.zones.list, project=self.api.project)
-        zones = [
-            z.name
-            for z in pager
-            if z.region.rsplit("/", 1)[-1] == wanted and (z.status or "UP") == "UP"
-        ]
-        if not zones:
-            raise ProvisionError(f"no Google Cloud zone is up in region {wanted}")
-        return sorted(zones)
-
-    async def _attempts(self, spec: ClusterSpec, zones: list[str]) -> list[_Attempt]:
-        attempts: list[_Attempt] = []
-        for zone in zones:
-            offers = await self._zone_offers(zone)
-            for offer, attached in offers:
-                if not _matches(offer, spec):
-                    continue
-                if spec.spot != "always":
-                    attempts.append(_Attempt(offer, False, offer.price_per_hour, attached))
-                if spec.spot != "never" and offer.spot_price_per_hour is not None:
-                    attempts.append(_Attempt(offer, True, offer.spot_price_per_hour, attached))
-        if spec.max_price is not None:
-            attempts = [a for a in attempts if a.price <= spec.max_price]
-        order = {zone: i for i, zone in enumerate(zones)}
-        attempts.sort(key=lambda a: (a.price, order[a.offer.region], a.offer.instance_type))
-        return attempts
-
-    async def _zone_offers(self, zone: str) -> list[tuple[Offer, str]]:
-        project = self.api.project
-        pager = await self.api.call(self.api.machine_types.list, project=project, zone=zone)
-        types = {m.name: m for m in pager if m.name in PRICES}
-        found: list[tuple[Offer, str]] = []
-        for name, machine in types.items():
-            on_demand, spot = PRICES[name]
-            accelerators = list(machine.accelerators)
-            found.append(
-                (
-                    Offer(
-                        provider="gcp",
-                        instance_type=name,
-                        accelerator=gpu_name(accelerators[0].guest_accelerator_type)
-                        if accelerators
-                        else None,
-                        accelerator_count=sum(a.guest_accelerator_count for a in accelerators),
-                        vcpus=float(machine.guest_cpus),
-                        memory_gb=round(machine.memory_mb / 1024, 1),
-                        price_per_hour=on_demand,
-                        spot_price_per_hour=spot,
-                        region=zone,
-                    ),
-                    "",
-                )
-            )
-        if any(host in types for host, _, _ in ATTACHABLE.values()):
-            hosts = {o.instance_type: o for o, _ in found}
-            pager = await self.api.call(self.api.accelerator_types.list, project=project, zone=zone)
-            for accelerator in pager:
-                host, counts, prices = ATTACHABLE.get(accelerator.name, ("", (), (0.0, 0.0)))
-                if host in hosts:
-                    found.extend(
-                        (_attached(hosts[host], accelerator.name, n, prices), accelerator.name)
-                        for n in counts
-                    )
-        return found
 
     # -- cluster resources --------------------------------------------------------------
 
@@ -207,18 +117,20 @@ class GcpProvider:
         self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
     ) -> GcpContext:
         """Find the offers, then open SSH to the caller for the cluster's network tag."""
-        zones = await self._zones(spec)
-        attempts = await self._attempts(spec, zones)
+        zones = await find_zones(self.api, spec)
+        attempts = await find_attempts(self.api, spec, zones)
         if not attempts:
             where = zones[0] if len(zones) == 1 else f"zones {', '.join(zones)}"
-            raise ProvisionError(f"no Google Cloud machine offers {_wanted(spec)} in {where}")
+            raise ProvisionError(
+                f"no Google Cloud machine offers {describe_machine(spec)} in {where}"
+            )
         context = GcpContext(cluster_id, spec, attempts, zones, note=note)
         cidr = await asyncio.to_thread(caller_cidr, self.endpoint)
         for zone in zones:
             note("zone", zone)  # where teardown looks for the cluster's VMs
         created: list[str] = []
         try:
-            for rule in self._firewall_rules(context, cidr):
+            for rule in firewall_rules(self.api, cluster_id, context.tag, cidr):
                 note("firewall", rule.name)
                 context.rules.append(rule.name)
                 operation = await self.api.call(
@@ -230,9 +142,9 @@ class GcpProvider:
             context.firewall = context.tag
         except BaseException:
             for name in created:  # only what this call made: never a live cluster's rule
-                await asyncio.shield(self._delete_firewall(name))
+                await asyncio.shield(delete_firewall(self.api, name))
             raise
-        await self._warn_if_ssh_is_open(context)
+        await warn_if_ssh_is_open(self.api, context.tag)
         return context
 
     async def restore(
@@ -248,52 +160,7 @@ class GcpProvider:
     async def _complete(self, context: GcpContext) -> None:
         """What a restored context lacks: the zones (read-only) and, to launch, offers."""
         if not context.zones:
-            context.zones = await self._zones(context.spec)
-
-    def _firewall_rules(self, context: GcpContext, cidr: str) -> list[Any]:
-        """SSH from the caller only; everything between the cluster's own VMs."""
-        c, tag = self.c, context.tag
-        return [
-            c.Firewall(
-                name=tag,
-                description=f"skyward cluster {context.cluster_id}: SSH from {cidr} only",
-                network=NETWORK,
-                direction="INGRESS",
-                priority=1000,
-                allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])],
-                source_ranges=[cidr],
-                target_tags=[tag],
-            ),
-            c.Firewall(
-                name=context.internal_rule,
-                description=f"skyward cluster {context.cluster_id}: all traffic between its VMs",
-                network=NETWORK,
-                direction="INGRESS",
-                priority=1000,
-                allowed=[c.Allowed(I_p_protocol=p) for p in ("tcp", "udp", "icmp")],
-                source_tags=[tag],
-                target_tags=[tag],
-            ),
-        ]
-
-    async def _warn_if_ssh_is_open(self, context: GcpContext) -> None:
-        """Say (once, at ``up``) which rules of the network admit SSH from anywhere."""
-        from google.api_core import exceptions as gexc
-
-        try:
-            pager = await self.api.call(self.api.firewalls.list, project=self.api.project)
-            rules = await asyncio.to_thread(list, pager)  # further pages are fetched here
-        except (ProvisionError, gexc.GoogleAPICallError) as exc:
-            log.info("skyward: gcp: could not list the firewall rules to check SSH: %s", exc)
-            return
-        found = sorted(r.name for r in rules if _admits_ssh_from_anywhere(r, context.tag))
-        if found:
-            log.warning(
-                "skyward: gcp: network 'default' also admits SSH from anywhere (%s), so the "
-                "cluster's rule admitting this machine only protects nothing; narrow it, "
-                "e.g. `gcloud compute firewall-rules delete %s`",
-                ", ".join(found), found[0],
-            )  # fmt: skip
+            context.zones = await find_zones(self.api, context.spec)
 
     # -- instances ----------------------------------------------------------------------
 
@@ -303,12 +170,12 @@ class GcpProvider:
 
         await self._complete(context)
         if not context.attempts:
-            context.attempts = await self._attempts(context.spec, context.zones)
+            context.attempts = await find_attempts(self.api, context.spec, context.zones)
         name = f"{context.cluster_id}-n{request.node_id}-{secrets.token_hex(2)}"
         tried: list[str] = []
         for index, attempt in enumerate(context.attempts):
             zone = attempt.offer.region
-            label = _label(attempt)
+            this = label(attempt)
             instance_id = f"{zone}/{name}"
             try:
                 try:
@@ -328,24 +195,24 @@ class GcpProvider:
                 await self.api.wait(operation, zone=zone)
             except CapacityError as exc:
                 context.instances.pop(instance_id, None)
-                tried.append(label)
+                tried.append(this)
                 nxt = context.attempts[index + 1 : index + 2]
-                then = f"trying {_label(nxt[0])}" if nxt else "no other offer left"
+                then = f"trying {label(nxt[0])}" if nxt else "no other offer left"
                 log.warning(
                     "skyward: gcp node %d: %s: %s; %s",
-                    request.node_id, label, str(exc).rstrip("."), then,
+                    request.node_id, this, str(exc).rstrip("."), then,
                 )  # fmt: skip
                 continue
             if tried:
-                log.warning("skyward: gcp node %d launched as %s", request.node_id, label)
+                log.warning("skyward: gcp node %d launched as %s", request.node_id, this)
             return instance_id
         raise CapacityError(
-            f"Google Cloud has no capacity for {_wanted(context.spec)} in "
+            f"Google Cloud has no capacity for {describe_machine(context.spec)} in "
             f"{', '.join(context.zones)}: tried {', '.join(tried)}"
         )
 
     def _resource(
-        self, context: GcpContext, request: LaunchRequest, attempt: _Attempt, name: str
+        self, context: GcpContext, request: LaunchRequest, attempt: Attempt, name: str
     ) -> Any:
         c, zone, offer = self.c, attempt.offer.region, attempt.offer
         machine = offer.instance_type.split("+", 1)[0]
@@ -543,66 +410,7 @@ class GcpProvider:
             ]  # fmt: skip
             await asyncio.gather(*(self.destroy(context, iid) for iid in left))
         for name in dict.fromkeys([*context.rules, context.internal_rule, context.tag]):
-            await self._delete_firewall(name)
-
-    async def _delete_firewall(self, name: str) -> None:
-        from google.api_core import exceptions as gexc
-
-        try:
-            operation = await self.api.call(
-                self.api.firewalls.delete_unary, project=self.api.project, firewall=name
-            )
-            await self.api.wait(operation, zone=None)
-        except gexc.NotFound:
-            return
-
-
-def _attached(host: Offer, accelerator: str, count: int, prices: tuple[float, float]) -> Offer:
-    """An N1 host with ``count`` GPUs of ``accelerator`` attached, priced as the sum."""
-    return Offer(
-        provider="gcp",
-        instance_type=f"{host.instance_type}+{count}x{accelerator}",
-        accelerator=gpu_name(accelerator),
-        accelerator_count=count,
-        vcpus=host.vcpus,
-        memory_gb=host.memory_gb,
-        price_per_hour=round(host.price_per_hour + count * prices[0], 4),
-        spot_price_per_hour=round((host.spot_price_per_hour or 0.0) + count * prices[1], 4),
-        region=host.region,
-    )
-
-
-def _admits_ssh_from_anywhere(rule: Any, tag: str) -> bool:
-    """Whether a firewall rule lets any address reach tcp/22 of the cluster's VMs.
-
-    Best effort: a deny rule of higher priority that would block it is not weighed.
-    """
-    if rule.network.rsplit("/", 1)[-1] != NETWORK.rsplit("/", 1)[-1]:
-        return False
-    if (rule.direction or "INGRESS") != "INGRESS" or rule.disabled:
-        return False
-    if not ANYWHERE & set(rule.source_ranges):
-        return False
-    if rule.target_service_accounts:  # our VMs run without a service account
-        return False
-    if rule.target_tags and tag not in rule.target_tags:
-        return False
-    return any(_covers_ssh(allowed) for allowed in rule.allowed)
-
-
-def _covers_ssh(allowed: Any) -> bool:
-    protocol = allowed.I_p_protocol.lower()
-    if protocol == "all":
-        return True
-    if protocol not in ("tcp", "6"):
-        return False
-    if not allowed.ports:
-        return True  # every port
-    for ports in allowed.ports:
-        low, _, high = ports.partition("-")
-        if int(low) <= 22 <= int(high or low):
-            return True
-    return False
+            await delete_firewall(self.api, name)
 
 
 def _external_ip(vm: Any) -> str:
@@ -613,24 +421,6 @@ def _external_ip(vm: Any) -> str:
     return ""
 
 
-def _matches(offer: Offer, spec: ClusterSpec) -> bool:
-    if spec.accelerator_count == 0:
-        return offer.accelerator_count == 0
-    if offer.accelerator_count < spec.accelerator_count:
-        return False
-    wanted = (spec.accelerator or "").upper()
-    have = (offer.accelerator or "").upper()
-    return not wanted or have == wanted or have.startswith(wanted + "-")
-
-
-def _label(attempt: _Attempt) -> str:
-    market = "spot" if attempt.spot else "on-demand"
-    offer = attempt.offer
-    return f"{offer.instance_type} in {offer.region} ({market}, ${attempt.price:.2f}/h)"
-
-
 def _request_id(name: str, index: int) -> str:
     """A stable UUID per (VM name, attempt): Compute ignores a repeated insert with it."""
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"skyward:{name}:{index}"))

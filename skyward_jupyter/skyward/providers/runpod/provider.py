@@ -25,40 +25,20 @@ makes sure no pod of the cluster is left, and ``restore`` needs nothing but the 
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    no_note,
-)
+from ...core.provider import InstanceState, LaunchRequest, StatusReport
 from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
+from ...events import InstanceId
 from ...model import ClusterSpec, Instance, Offer
 from ..bootscript import boot_script, docker_command, encode
-from ..cloud import (
-    Candidate,
-    accelerator_matches,
-    describe_request,
-    host_key_installed,
-    launch_with_fallback,
-    poll_until,
-    rank,
-    wanted_gpus,
-)
-from ..http import ApiClient, Classifier, env_endpoint, short_text
+from ..cloud import Candidate, accelerator_matches, poll_until, rank, wanted_gpus
+from ..http import Classifier, short_text
+from ..httpcloud import CloudCluster, HttpCloud
 
 __all__ = ["DEFAULT_IMAGE", "RunPodProvider"]
-
-log = logging.getLogger("skyward.providers.runpod")
 
 ENDPOINT = "https://api.runpod.io"
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
@@ -107,8 +87,10 @@ _TERMINATE = "mutation Terminate($input: PodTerminateInput!) { podTerminate(inpu
 def _errors_on(field_name: str, body: Any) -> bool:
     """Whether every GraphQL error in ``body`` is on the root field ``field_name``."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    return bool(errors) and all(
-        isinstance(e, dict) and (e.get("path") or [None])[0] == field_name for e in errors
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(isinstance(e, dict) and (e.get("path") or [None])[0] == field_name for e in errors)
     )
 
 
@@ -137,43 +119,17 @@ def _classify(status: int, body: Any) -> Exception | None:
     return ProvisionError(f"runpod: {message}")
 
 
-@dataclass
-class RunPodCluster:
-    """The context of one cluster: its candidates and the pods launched so far."""
+class RunPodProvider(HttpCloud[CloudCluster]):
+    """RunPod pods behind the provider protocol. RunPod has no cluster-level resources
+    (the key travels per pod): its context is the shared one."""
 
-    cluster_id: str
-    spec: ClusterSpec
-    candidates: list[Candidate]
-    start: int = 0
-    pods: dict[str, Candidate] = field(default_factory=dict)
-    host_keys: dict[str, str] = field(default_factory=dict)
-
-
-class RunPodProvider:
-    """RunPod pods behind the provider protocol."""
-
-    name: ProviderName = "runpod"
-    ssh_user = "root"
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        image: str | None = None,
-        **client_options: Any,
-    ) -> None:
-        key = api_key or os.environ.get(CREDENTIAL, "").strip()
-        if not key:
-            raise ProvisionError(f"runpod: no credentials: set {CREDENTIAL} (an API key)")
-        self._key = key
-        self.image = image or os.environ.get("SKYWARD_RUNPOD_IMAGE") or DEFAULT_IMAGE
-        base = endpoint or env_endpoint("SKYWARD_RUNPOD_ENDPOINT", ENDPOINT)
-        self._api = ApiClient(
-            "runpod", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
-        )
-
-    async def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
+    name = "runpod"
+    context_type = CloudCluster
+    endpoint = ENDPOINT
+    default_image = DEFAULT_IMAGE
+    credential = CREDENTIAL
+    key_hint = f"{CREDENTIAL} (an API key)"
+    _classify = staticmethod(_classify)
 
     async def _gql(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
         body = await self._api.call(
@@ -225,37 +181,13 @@ class RunPodProvider:
                     found.append(Candidate(offer, True, data_))
         return rank(found, _region_free(spec))
 
-    async def offers(self, spec: ClusterSpec) -> list[Offer]:
-        """GPU types matching ``spec``, one row per type and cloud, cheapest first."""
-        seen: dict[str, Offer] = {}
-        for c in await self._candidates(spec):
-            seen.setdefault(c.offer.instance_type, c.offer)
-        return list(seen.values())
-
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(
-        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
-    ) -> Any:
-        """Find the offers (this also checks the key); RunPod needs no shared resources."""
-        candidates = await self._candidates(spec)
-        if not candidates:
-            raise CapacityError(f"runpod: no offer matches {describe_request(spec)}")
-        return RunPodCluster(cluster_id, spec, candidates)
-
-    async def restore(
-        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
-    ) -> Any:
-        """The context of an existing cluster (its pods carry its name: nothing to read)."""
-        return RunPodCluster(cluster_id, spec, [])
-
-    async def launch(self, context: RunPodCluster, request: LaunchRequest) -> InstanceId:
+    async def launch(self, context: CloudCluster, request: LaunchRequest) -> InstanceId:
         """Deploy one pod, falling back to the next offer when one has no capacity."""
-        name = f"{context.cluster_id}-n{request.node_id}"
+        name = context.node_name(request.node_id)
         public_key = request.keys.public_key
         script = boot_script(context.cluster_id, request.node_id, request.host_key, public_key)
-        if not context.candidates:  # a restored context: offers are found when needed
-            context.candidates = await self._candidates(context.spec)
 
         async def attempt(candidate: Candidate) -> str:
             pod_input: dict[str, Any] = {
@@ -284,9 +216,7 @@ class RunPodProvider:
                 (_SPOT, "podRentInterruptable") if candidate.spot
                 else (_ON_DEMAND, "podFindAndDeployOnDemand")
             )  # fmt: skip
-            data = await self._gql(
-                query, {"input": pod_input}, reconcile=lambda: self._find_pod(name)
-            )
+            data = await self._gql(query, {"input": pod_input}, reconcile=lambda: self._find(name))
             if isinstance(data, str):  # reconciled: the pod the failed attempt made
                 return data
             pod = data.get(field_name) or {}
@@ -294,29 +224,25 @@ class RunPodProvider:
                 raise CapacityError(f"runpod: no pod was deployed for {candidate.label()}")
             return str(pod["id"])
 
-        pod_id, index = await launch_with_fallback(
-            "runpod", context.candidates, context.start, attempt
-        )
-        context.start = index
-        context.pods[pod_id] = context.candidates[index]
-        context.host_keys[pod_id] = request.host_public_key
-        return pod_id
+        return await self._launch_node(context, request.host_public_key, attempt)
 
-    async def _find_pod(self, name: str) -> str | None:
-        """The id of a live pod called ``name`` (a launch whose answer was lost)."""
+    async def _listed(self) -> list[tuple[str, str]]:
         data = await self._gql(_PODS)
-        for pod in (data.get("myself") or {}).get("pods") or []:
-            if pod.get("name") == name and pod.get("desiredStatus") != "TERMINATED":
-                return str(pod["id"])
-        return None
+        pods = (data.get("myself") or {}).get("pods") or []
+        return [
+            (str(p["id"]), str(p.get("name") or ""))
+            for p in pods
+            if p.get("desiredStatus") != "TERMINATED"
+        ]
 
     async def _pod(self, pod_id: str) -> dict[str, Any] | None:
         """The pod, or None where RunPod answers null or an error on ``pod`` (gone)."""
         data = await self._gql(_POD, {"input": {"podId": pod_id}}, classify=_answer_on("pod"))
-        return data.get("pod")
+        pod = data.get("pod")
+        return pod if isinstance(pod, dict) else None
 
     async def wait_running(
-        self, context: RunPodCluster, instance_id: InstanceId, timeout: float
+        self, context: CloudCluster, instance_id: InstanceId, timeout: float
     ) -> Instance:
         """Poll the pod until it runs and maps port 22 to a public ip and port."""
 
@@ -332,31 +258,26 @@ class RunPodProvider:
                 )
             for port in (pod.get("runtime") or {}).get("ports") or []:
                 if port.get("privatePort") == 22 and port.get("isIpPublic"):
-                    ip, public = str(port["ip"]), int(port["publicPort"])
-                    expected = context.host_keys.get(instance_id)
-                    if expected and not await host_key_installed(ip, public, expected):
-                        return None
-                    candidate = context.pods.get(instance_id)
-                    return Instance(
-                        id=instance_id,
-                        status="running",
-                        ip=ip,
-                        ssh_port=public,
+                    candidate = context.instances.get(instance_id)
+                    return await self._running(
+                        context,
+                        instance_id,
+                        str(port["ip"]),
+                        int(port["publicPort"]),
                         spot=bool(candidate and candidate.spot),
                         region=candidate.offer.region if candidate else "",
-                        offer=candidate.offer if candidate else None,
                     )
             return None
 
         return await poll_until(ready, timeout, f"runpod: pod {instance_id} running with SSH")
 
-    async def status(self, context: RunPodCluster, instance_id: InstanceId) -> StatusReport:
+    async def status(self, context: CloudCluster, instance_id: InstanceId) -> StatusReport:
         """Map the pod's state; an interruptible pod that exited was preempted."""
         pod = await self._pod(instance_id)
         if pod is None:
             return StatusReport(InstanceState.TERMINATED, "runpod: pod not found")
         desired = str(pod.get("desiredStatus"))
-        candidate = context.pods.get(instance_id)
+        candidate = context.instances.get(instance_id)
         interruptible = pod.get("podType") == "INTERRUPTABLE" or bool(candidate and candidate.spot)
         state, why = _STATES.get(desired, (InstanceState.PENDING, f"unknown status {desired}"))
         if state is InstanceState.RUNNING:
@@ -368,7 +289,7 @@ class RunPodProvider:
             )
         return StatusReport(state, f"runpod: {why} ({desired})")
 
-    async def destroy(self, context: RunPodCluster, instance_id: InstanceId) -> None:
+    async def destroy(self, context: CloudCluster, instance_id: InstanceId) -> None:
         """Terminate the pod and wait until RunPod no longer lists it.
 
         A refusal to terminate is an error only while the pod is still there: RunPod
@@ -390,21 +311,9 @@ class RunPodProvider:
                 f"runpod: terminating pod {instance_id} failed: {short_text(body)}"
             )
         await poll_until(gone, 120.0, f"runpod: termination of pod {instance_id}")
-        context.pods.pop(instance_id, None)
-
-    async def teardown(self, context: RunPodCluster) -> None:
-        """Terminate any pod still named after the cluster (RunPod has nothing else)."""
-        data = await self._gql(_PODS)
-        prefix = f"{context.cluster_id}-n"
-        for pod in (data.get("myself") or {}).get("pods") or []:
-            if str(pod.get("name", "")).startswith(prefix) and pod.get("desiredStatus") != (
-                "TERMINATED"
-            ):
-                await self.destroy(context, str(pod["id"]))
+        context.instances.pop(instance_id, None)
 
 
 def _region_free(spec: ClusterSpec) -> ClusterSpec:
     """RunPod filters by data center in the query itself; ``rank`` must not filter again."""
-    from dataclasses import replace
-
     return replace(spec, region=None)

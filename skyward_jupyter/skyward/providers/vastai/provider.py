@@ -29,34 +29,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    no_note,
-)
+from ...core.provider import ClusterKeys, InstanceState, LaunchRequest, Resources, StatusReport
 from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
+from ...events import InstanceId
 from ...model import ClusterSpec, Instance, Offer
 from ..bootscript import boot_script
-from ..cloud import (
-    Candidate,
-    accelerator_matches,
-    describe_request,
-    host_key_installed,
-    launch_with_fallback,
-    poll_until,
-    rank,
-    wanted_gpus,
-)
-from ..http import ApiClient, env_endpoint, short_text
+from ..cloud import Candidate, accelerator_matches, poll_until, rank, wanted_gpus
+from ..http import short_text
+from ..httpcloud import CloudCluster, HttpCloud
 
 __all__ = ["DEFAULT_IMAGE", "VastProvider", "read_api_key"]
 
@@ -93,45 +77,25 @@ def _classify(status: int, body: Any) -> Exception | None:
 
 
 @dataclass
-class VastCluster:
-    """The context of one cluster: its candidates, its account key, its instances."""
+class VastCluster(CloudCluster):
+    """One cluster on Vast.ai: the shared context and the account key's id."""
 
-    cluster_id: str
-    spec: ClusterSpec
-    candidates: list[Candidate]
     ssh_key_id: int | str | None = None
-    start: int = 0
-    instances: dict[str, Candidate] = field(default_factory=dict)
-    host_keys: dict[str, str] = field(default_factory=dict)
 
 
-class VastProvider:
+class VastProvider(HttpCloud[VastCluster]):
     """Vast.ai instances behind the provider protocol."""
 
-    name: ProviderName = "vastai"
-    ssh_user = "root"
+    name = "vastai"
+    context_type = VastCluster
+    endpoint = ENDPOINT
+    default_image = DEFAULT_IMAGE
+    credential = CREDENTIAL
+    key_hint = f"{CREDENTIAL} (or run `vastai set api-key`)"
+    _classify = staticmethod(_classify)
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        endpoint: str | None = None,
-        image: str | None = None,
-        **client_options: Any,
-    ) -> None:
-        key = api_key or read_api_key()
-        if not key:
-            raise ProvisionError(
-                f"vastai: no credentials: set {CREDENTIAL} (or run `vastai set api-key`)"
-            )
-        self._key = key
-        self.image = image or os.environ.get("SKYWARD_VASTAI_IMAGE") or DEFAULT_IMAGE
-        base = endpoint or env_endpoint("SKYWARD_VASTAI_ENDPOINT", ENDPOINT)
-        self._api = ApiClient(
-            "vastai", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
-        )
-
-    async def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
+    def _read_key(self) -> str:
+        return read_api_key()
 
     # -- offers -------------------------------------------------------------------------
 
@@ -188,49 +152,28 @@ class VastProvider:
                 candidates.append(Candidate(offer, True, data))
         return rank(candidates, spec)
 
-    async def offers(self, spec: ClusterSpec) -> list[Offer]:
-        """Rentable machines matching ``spec``, cheapest first."""
-        seen: dict[str, Offer] = {}
-        for c in await self._candidates(spec):
-            seen.setdefault(c.offer.instance_type, c.offer)
-        return list(seen.values())
-
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(
-        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
-    ) -> Any:
-        """Find the offers, then add the cluster's key to the account."""
-        candidates = await self._candidates(spec)
-        if not candidates:
-            raise CapacityError(f"vastai: no offer matches {describe_request(spec)}")
-        context = VastCluster(cluster_id, spec, candidates)
-        note("ssh-key", _comment(cluster_id))
+    async def _provision(self, context: VastCluster, keys: ClusterKeys) -> None:
+        """Add the cluster's key to the account."""
+        context.note("ssh-key", _comment(context.cluster_id))
         body = await self._api.call("POST", "/ssh/", json={"ssh_key": keys.public_key})
         key = (body or {}).get("key", body) if isinstance(body, dict) else None
         if not isinstance(key, dict) or key.get("id") is None:
             raise ProvisionError(f"vastai: adding the SSH key gave no id ({short_text(body)})")
         context.ssh_key_id = key["id"]
-        note("ssh-key-id", str(key["id"]))
-        return context
+        context.note("ssh-key-id", str(key["id"]))
 
-    async def restore(
-        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
-    ) -> Any:
-        """The context of an existing cluster, with its account key's id as noted."""
-        context = VastCluster(cluster_id, spec, [])
+    def _restored(self, context: VastCluster, resources: Resources) -> None:
         noted = resources.get("ssh-key-id") or ()
         context.ssh_key_id = noted[0] if noted else None
-        return context
 
     async def launch(self, context: VastCluster, request: LaunchRequest) -> InstanceId:
         """Rent one machine with the onstart script, trying the next offer if it is gone."""
-        label = f"{context.cluster_id}-n{request.node_id}"
+        label = context.node_name(request.node_id)
         script = boot_script(
             context.cluster_id, request.node_id, request.host_key, request.keys.public_key
         )
-        if not context.candidates:  # a restored context: offers are found when needed
-            context.candidates = await self._candidates(context.spec)
 
         async def attempt(candidate: Candidate) -> str:
             body: dict[str, Any] = {
@@ -257,24 +200,12 @@ class VastProvider:
                 raise CapacityError(f"vastai: the offer was not rented ({short_text(answer)})")
             return str(answer["new_contract"])
 
-        instance_id, index = await launch_with_fallback(
-            "vastai", context.candidates, context.start, attempt
-        )
-        context.start = index
-        context.instances[instance_id] = context.candidates[index]
-        context.host_keys[instance_id] = request.host_public_key
-        return instance_id
+        return await self._launch_node(context, request.host_public_key, attempt)
 
-    async def _list(self) -> list[dict[str, Any]]:
+    async def _listed(self) -> list[tuple[str, str]]:
         body = await self._api.call("GET", "/instances/")
-        return list((body or {}).get("instances") or [])
-
-    async def _find(self, label: str) -> str | None:
-        """The id of an instance labelled ``label`` (a launch whose answer was lost)."""
-        for row in await self._list():
-            if row.get("label") == label:
-                return str(row["id"])
-        return None
+        rows = (body or {}).get("instances") or []
+        return [(str(row["id"]), str(row.get("label") or "")) for row in rows]
 
     async def _instance(self, instance_id: str) -> dict[str, Any] | None:
         body = await self._api.call(
@@ -302,18 +233,13 @@ class VastProvider:
             ip, port = _ssh_endpoint(row)
             if not ip or not port:
                 return None
-            expected = context.host_keys.get(instance_id)
-            if expected and not await host_key_installed(ip, port, expected):
-                return None
-            candidate = context.instances.get(instance_id)
-            return Instance(
-                id=instance_id,
-                status="running",
-                ip=ip,
-                ssh_port=port,
+            return await self._running(
+                context,
+                instance_id,
+                ip,
+                port,
                 spot=bool(row.get("is_bid")),
                 region=str(row.get("geolocation") or ""),
-                offer=candidate.offer if candidate else None,
             )
 
         return await poll_until(ready, timeout, f"vastai: instance {instance_id} running")
@@ -346,13 +272,9 @@ class VastProvider:
         await poll_until(gone, 120.0, f"vastai: destruction of instance {instance_id}")
         context.instances.pop(instance_id, None)
 
-    async def teardown(self, context: VastCluster) -> None:
-        """Destroy instances still labelled with the cluster, then remove its account keys
-        (the one noted, and any whose comment names the cluster); check they are gone."""
-        prefix = f"{context.cluster_id}-n"
-        for row in await self._list():
-            if str(row.get("label") or "").startswith(prefix):
-                await self.destroy(context, str(row["id"]))
+    async def _remove_resources(self, context: VastCluster) -> None:
+        """Remove the cluster's account keys (the one noted, and any whose comment names
+        the cluster); check they are gone."""
         doomed = [] if context.ssh_key_id is None else [str(context.ssh_key_id)]
         doomed += [i for i in self._keys_of(context, await self._keys()) if i not in doomed]
         for key_id in doomed:

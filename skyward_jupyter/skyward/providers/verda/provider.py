@@ -29,9 +29,7 @@ States: every instance status of the official SDKs (Python ``InstanceStatus``, G
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,119 +37,45 @@ from ...core.provider import (
     ClusterKeys,
     InstanceState,
     LaunchRequest,
-    ResourceNote,
     Resources,
     StatusReport,
     first,
-    no_note,
 )
-from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
+from ...errors import ProvisionError
+from ...events import InstanceId
+from ...model import ClusterSpec, Instance
 from ..bootscript import boot_script
-from ..cloud import (
-    Candidate,
-    accelerator_matches,
-    describe_request,
-    host_key_installed,
-    launch_with_fallback,
-    poll_until,
-    rank,
-)
-from ..http import ApiClient, env_endpoint, short_text
+from ..cloud import Candidate, poll_until
+from ..httpcloud import CloudCluster, HttpCloud
+from .api import CREDENTIAL, ENDPOINT, TokenAuth, classify, text_id
+from .catalog import GONE_STATES, STATES, candidates
 
-__all__ = ["DEFAULT_IMAGE", "VerdaProvider"]
+__all__ = ["DEFAULT_IMAGE", "VerdaCluster", "VerdaProvider"]
 
-ENDPOINT = "https://api.verda.com/v1"
 DEFAULT_IMAGE = "ubuntu-22.04-cuda-12.4-docker"
-CREDENTIAL = "VERDA_CLIENT_ID and VERDA_CLIENT_SECRET"
-_CAPACITY = re.compile(
-    r"not enough resources|capacity|not available|no .*available"
-    r"|insufficient (resources|capacity)|out of stock",
-    re.I,
-)
-_GONE_STATES = {"deleted", "notfound"}
-_STATES: dict[str, InstanceState] = {
-    "new": InstanceState.PENDING,
-    "ordered": InstanceState.PENDING,
-    "provisioning": InstanceState.PENDING,
-    "validating": InstanceState.PENDING,
-    "pending": InstanceState.PENDING,
-    "restoring": InstanceState.PENDING,
-    "unknown": InstanceState.PENDING,
-    "running": InstanceState.RUNNING,
-    "offline": InstanceState.STOPPED,
-    "starting_hibernation": InstanceState.STOPPED,
-    "hibernating": InstanceState.STOPPED,
-    "error": InstanceState.STOPPED,
-    "no_capacity": InstanceState.STOPPED,
-    "discontinued": InstanceState.TERMINATED,
-    "deleting": InstanceState.TERMINATED,
-    "deleted": InstanceState.TERMINATED,
-    "notfound": InstanceState.TERMINATED,
-}
-"""Verda's instance statuses -> ours (a spot VM that is discontinued or gone: preempted)."""
-
-
-def _classify(status: int, body: Any) -> Exception | None:
-    """Verda refuses a launch it has no machine for with a 4xx or a 503 that says so
-    ("Not enough resources to deploy …"): a capacity error, not one to retry."""
-    if status in (400, 409, 422, 503) and _CAPACITY.search(short_text(body)):
-        return CapacityError(f"verda: {short_text(body)}")
-    return None
-
-
-def _token_classify(status: int, body: Any) -> Exception | None:
-    """A refused client id or secret is a 400/401 from the token endpoint."""
-    if status in (400, 401, 403):
-        return ProvisionError(
-            f"verda rejected the credentials ({short_text(body)}): check {CREDENTIAL}"
-        )
-    return None
-
-
-def _gpu_model(kind: dict[str, Any]) -> str | None:
-    """The GPU's name as shown: ``name`` (``'A100 SXM4 80GB'``), else ``model``
-    (``'A100'``), else the description without its count (``'8x H100'`` → ``'H100'``);
-    None for a CPU-only type."""
-    names = _gpu_names(kind)
-    return names[0] if names else None
-
-
-def _gpu_names(kind: dict[str, Any]) -> list[str]:
-    """Every name Verda gives the type's GPU, most descriptive first (empty: no GPU)."""
-    gpu = kind.get("gpu") or {}
-    if not gpu.get("number_of_gpus"):
-        return []
-    described = re.sub(r"^\s*\d+\s*x\s*", "", str(gpu.get("description") or "")).strip()
-    found = [str(kind.get(key) or "").strip() for key in ("name", "model", "display_name")]
-    return [name for name in [*found, described] if name]
 
 
 @dataclass
-class VerdaCluster:
-    """The context of one cluster: its key, scripts, candidates and instances."""
+class VerdaCluster(CloudCluster):
+    """One cluster on Verda: the shared context, its SSH key and its nodes' scripts."""
 
-    cluster_id: str
-    spec: ClusterSpec
-    candidates: list[Candidate]
     ssh_key_id: str | None = None
     scripts: dict[str, str] = field(default_factory=dict)  # instance id -> script id
-    host_keys: dict[str, str] = field(default_factory=dict)
-    start: int = 0
-    instances: dict[str, Candidate] = field(default_factory=dict)
-    note: ResourceNote = field(default=no_note, repr=False)
 
     @property
     def key_name(self) -> str:
         return f"skyward-{self.cluster_id}"
 
 
-class VerdaProvider:
+class VerdaProvider(HttpCloud[VerdaCluster]):
     """Verda VMs behind the provider protocol."""
 
-    name: ProviderName = "verda"
-    ssh_user = "root"
+    name = "verda"
+    context_type = VerdaCluster
+    endpoint = ENDPOINT
+    default_image = DEFAULT_IMAGE
+    credential = CREDENTIAL
+    _classify = staticmethod(classify)
 
     def __init__(
         self,
@@ -161,42 +85,16 @@ class VerdaProvider:
         image: str | None = None,
         **client_options: Any,
     ) -> None:
-        self._id = client_id or os.environ.get("VERDA_CLIENT_ID", "").strip()
-        self._secret = client_secret or os.environ.get("VERDA_CLIENT_SECRET", "").strip()
-        if not self._id or not self._secret:
-            raise ProvisionError(f"verda: no credentials: set {CREDENTIAL}")
-        self.image = image or os.environ.get("SKYWARD_VERDA_IMAGE") or DEFAULT_IMAGE
-        base = endpoint or env_endpoint("SKYWARD_VERDA_ENDPOINT", ENDPOINT)
-        self._token_api = ApiClient(
-            "verda", base, CREDENTIAL, classify=_token_classify, **client_options
-        )
-        self._api = ApiClient(
-            "verda", base, CREDENTIAL, auth=self._headers, classify=_classify, **client_options
-        )
-        self._token: tuple[str, float] | None = None
+        self._connect(endpoint, image, client_options)
+        self._auth = TokenAuth(self._api.base_url, client_id, client_secret, **client_options)
 
     async def _headers(self) -> dict[str, str]:
-        token = self._token
-        if token is None or time.monotonic() > token[1]:
-            body = await self._token_api.call(
-                "POST",
-                "/oauth2/token",
-                json={
-                    "grant_type": "client_credentials",
-                    "client_id": self._id,
-                    "client_secret": self._secret,
-                },
-            )
-            if not isinstance(body, dict) or not body.get("access_token"):
-                raise ProvisionError(f"verda: the token endpoint gave no token: check {CREDENTIAL}")
-            lifetime = float(body.get("expires_in") or 3600)
-            token = (str(body["access_token"]), time.monotonic() + max(30.0, lifetime - 60))
-            self._token = token
-        return {"Authorization": f"Bearer {token[0]}"}
+        return await self._auth.headers()
 
     # -- offers -------------------------------------------------------------------------
 
     async def _candidates(self, spec: ClusterSpec) -> list[Candidate]:
+        """Instance types crossed with where each is available now, per market."""
         kinds = await self._api.call("GET", "/instance-types", params={"currency": "usd"})
         other = {
             str(k.get("currency")) for k in kinds or [] if k.get("currency") not in (None, "usd")
@@ -214,78 +112,29 @@ class VerdaProvider:
                 for name in row.get("availabilities") or []:
                     per_type.setdefault(name, []).append(str(row.get("location_code")))
             where[spot] = per_type
-        found: list[Candidate] = []
-        for kind in kinds or []:
-            model = _gpu_model(kind)
-            count = int((kind.get("gpu") or {}).get("number_of_gpus") or 0)
-            if spec.accelerator_count and count != spec.accelerator_count:
-                continue
-            if spec.accelerator and not any(
-                accelerator_matches(spec.accelerator, name) for name in _gpu_names(kind)
-            ):
-                continue
-            name = str(kind["instance_type"])
-            spot_price = kind.get("spot_price")
-            for spot in spots:
-                if spot and spot_price in (None, "", 0):
-                    continue
-                for location in where[spot].get(name, []):
-                    offer = Offer(
-                        provider="verda",
-                        instance_type=name,
-                        accelerator=model,
-                        accelerator_count=count,
-                        vcpus=float((kind.get("cpu") or {}).get("number_of_cores") or 0),
-                        memory_gb=float((kind.get("memory") or {}).get("size_in_gigabytes") or 0),
-                        price_per_hour=float(kind.get("price_per_hour") or 0),
-                        spot_price_per_hour=None if spot_price is None else float(spot_price),
-                        region=location,
-                    )
-                    found.append(Candidate(offer, spot, {"location": location}))
-        return rank(found, spec)
-
-    async def offers(self, spec: ClusterSpec) -> list[Offer]:
-        """Instance types available now that match ``spec``, per location, cheapest first."""
-        seen: dict[tuple[str, str], Offer] = {}
-        for c in await self._candidates(spec):
-            seen.setdefault((c.offer.instance_type, c.offer.region), c.offer)
-        return list(seen.values())
+        return candidates(list(kinds or []), where, spec)
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def prepare(
-        self, cluster_id: str, spec: ClusterSpec, keys: ClusterKeys, note: ResourceNote = no_note
-    ) -> Any:
-        """Find the offers, then register the cluster's SSH key."""
-        candidates = await self._candidates(spec)
-        if not candidates:
-            raise CapacityError(f"verda: no offer matches {describe_request(spec)}")
-        context = VerdaCluster(cluster_id, spec, candidates, note=note)
-        note("ssh-key", context.key_name)
+    async def _provision(self, context: VerdaCluster, keys: ClusterKeys) -> None:
+        """Register the cluster's SSH key."""
+        context.note("ssh-key", context.key_name)
         key_id = await self._api.call(
             "POST", "/sshkeys", json={"name": context.key_name, "key": keys.public_key}
         )
-        context.ssh_key_id = _text_id(key_id, "SSH key")
-        note("ssh-key-id", context.ssh_key_id)
-        return context
+        context.ssh_key_id = text_id(key_id, "SSH key")
+        context.note("ssh-key-id", context.ssh_key_id)
 
-    async def restore(
-        self, cluster_id: str, spec: ClusterSpec, resources: Resources, note: ResourceNote = no_note
-    ) -> Any:
-        """The context of an existing cluster, with its SSH key's id as noted (its
-        scripts and volumes are found by name when they are deleted)."""
-        context = VerdaCluster(cluster_id, spec, [], note=note)
+    def _restored(self, context: VerdaCluster, resources: Resources) -> None:
+        """The SSH key's id as noted (scripts and volumes are found by name)."""
         context.ssh_key_id = first(resources, "ssh-key-id") or None
-        return context
 
     async def launch(self, context: VerdaCluster, request: LaunchRequest) -> InstanceId:
         """Create the node's startup script, then the VM, trying the next offer if full."""
-        hostname = f"{context.cluster_id}-n{request.node_id}"
+        hostname = context.node_name(request.node_id)
         script = boot_script(
             context.cluster_id, request.node_id, request.host_key, request.keys.public_key
         )
-        if not context.candidates:  # a restored context: offers are found when needed
-            context.candidates = await self._candidates(context.spec)
         if context.ssh_key_id is None:  # restored without a noted id: find it by name
             keys = await self._api.call("GET", "/sshkeys") or []
             found = [str(k["id"]) for k in keys if k.get("name") == context.key_name]
@@ -293,7 +142,7 @@ class VerdaProvider:
                 raise ProvisionError(f"verda: the SSH key {context.key_name} is gone")
             context.ssh_key_id = found[0]
         context.note("startup-script", f"skyward-{hostname}")
-        script_id = _text_id(
+        script_id = text_id(
             await self._api.call(
                 "POST", "/scripts", json={"name": f"skyward-{hostname}", "script": script}
             ),
@@ -320,34 +169,27 @@ class VerdaProvider:
             answer = await self._api.call(
                 "POST", "/instances", json=body, reconcile=lambda: self._find(hostname)
             )
-            return _text_id(answer, "instance")
+            return text_id(answer, "instance")
 
         try:
-            instance_id, index = await launch_with_fallback(
-                "verda", context.candidates, context.start, attempt
-            )
+            instance_id = await self._launch_node(context, request.host_public_key, attempt)
         except BaseException:
             await self._api.call("DELETE", f"/scripts/{script_id}", missing_ok=True)
             raise
-        context.start = index
-        context.instances[instance_id] = context.candidates[index]
         context.scripts[instance_id] = script_id
-        context.host_keys[instance_id] = request.host_public_key
         return instance_id
 
-    async def _list(self) -> list[dict[str, Any]]:
-        return list(await self._api.call("GET", "/instances") or [])
-
-    async def _find(self, hostname: str) -> str | None:
-        """The id of a VM called ``hostname`` (a launch whose answer was lost)."""
-        for row in await self._list():
-            if row.get("hostname") == hostname and row.get("status") not in _GONE_STATES:
-                return str(row["id"])
-        return None
+    async def _listed(self) -> list[tuple[str, str]]:
+        rows = await self._api.call("GET", "/instances") or []
+        return [
+            (str(row["id"]), str(row.get("hostname") or ""))
+            for row in rows
+            if row.get("status") not in GONE_STATES
+        ]
 
     async def _instance(self, instance_id: str) -> dict[str, Any] | None:
         row = await self._api.call("GET", f"/instances/{instance_id}", missing_ok=True)
-        if not isinstance(row, dict) or row.get("status") in _GONE_STATES:
+        if not isinstance(row, dict) or row.get("status") in GONE_STATES:
             return None
         return row
 
@@ -361,25 +203,20 @@ class VerdaProvider:
             if row is None:
                 raise ProvisionError(f"verda: instance {instance_id} disappeared while starting")
             status = str(row.get("status"))
-            if _STATES.get(status, InstanceState.PENDING) not in (
+            if STATES.get(status, InstanceState.PENDING) not in (
                 InstanceState.PENDING, InstanceState.RUNNING,
             ):  # fmt: skip
                 raise ProvisionError(f"verda: instance {instance_id} is {status} while starting")
             ip = row.get("ip")
             if status != "running" or not ip:
                 return None
-            expected = context.host_keys.get(instance_id)
-            if expected and not await host_key_installed(ip, 22, expected):
-                return None
-            candidate = context.instances.get(instance_id)
-            return Instance(
-                id=instance_id,
-                status="running",
-                ip=str(ip),
-                ssh_port=22,
+            return await self._running(
+                context,
+                instance_id,
+                str(ip),
+                22,
                 spot=bool(row.get("is_spot")),
                 region=str(row.get("location") or ""),
-                offer=candidate.offer if candidate else None,
             )
 
         return await poll_until(ready, timeout, f"verda: instance {instance_id} running")
@@ -394,7 +231,7 @@ class VerdaProvider:
             else bool(candidate and candidate.spot)
         )
         status = str(row.get("status")) if isinstance(row, dict) else "notfound"
-        state = _STATES.get(status, InstanceState.PENDING)
+        state = STATES.get(status, InstanceState.PENDING)
         if state is InstanceState.TERMINATED and spot:
             return StatusReport(
                 InstanceState.PREEMPTED, f"verda: spot instance {status} (reclaimed)"
@@ -422,15 +259,10 @@ class VerdaProvider:
             await self._api.call("DELETE", f"/scripts/{script_id}", missing_ok=True)
         context.instances.pop(instance_id, None)
 
-    async def teardown(self, context: VerdaCluster) -> None:
-        """Delete VMs still named after the cluster, then its leftover OS volumes, its
-        scripts and its SSH keys (by id and by name); check that none is left."""
-        prefix = f"{context.cluster_id}-n"
-        for row in await self._list():
-            if str(row.get("hostname") or "").startswith(prefix) and (
-                row.get("status") not in _GONE_STATES
-            ):
-                await self.destroy(context, str(row["id"]))
+    async def _remove_resources(self, context: VerdaCluster) -> None:
+        """Delete the cluster's leftover OS volumes, its scripts and its SSH keys (by id
+        and by name); check that none is left."""
+        prefix = context.prefix
         for volume_id in await self._volumes_of(context):
             await self._api.call(
                 "DELETE", f"/volumes/{volume_id}", json={"is_permanent": True}, missing_ok=True
@@ -464,14 +296,3 @@ class VerdaProvider:
             and pattern.fullmatch(str(v.get("name") or ""))
             and v.get("status") not in ("deleted",)
         ]
-
-
-def _text_id(body: Any, what: str) -> str:
-    """Verda answers a create with the new id as plain text (or a JSON string)."""
-    if isinstance(body, str) and body.strip():
-        return body.strip().strip('"')
-    if isinstance(body, int) and not isinstance(body, bool):
-        return str(body)  # a plain-text id that happens to be all digits parses as a number
-    if isinstance(body, dict) and body.get("id"):
-        return str(body["id"])
-    raise ProvisionError(f"verda: creating the {what} gave no id ({short_text(body)})")
