@@ -9,7 +9,7 @@ import json
 
 import pytest
 from skyward.model import ClusterSpec
-from skyward.pool import default_provider_for
+from skyward.providers import provider_for
 from skyward.transport.keys import make_cluster_keys
 
 from .clouds import CLOUDS, open_cloud
@@ -38,7 +38,7 @@ def provider(cloud, monkeypatch):
     for key, value in cloud.env.items():
         monkeypatch.setenv(key, value)
     spec = _spec(cloud)
-    yield default_provider_for(cloud.name, spec), spec
+    yield provider_for(cloud.name, spec), spec
     cloud.sell_out(False)
 
 
