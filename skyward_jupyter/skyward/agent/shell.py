@@ -9,6 +9,8 @@ error, kept for the kernel instead of printed). Everything else is IPython's.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.displayhook import DisplayHook
@@ -32,6 +34,19 @@ class NodeShell(InteractiveShell):
 
     def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
         self.worker.last_traceback = list(stb)
+
+    @contextmanager
+    def _tee(self, channel: str) -> Iterator[None]:
+        """IPython's capture of a cell's stream into its output history, done by the worker
+        a joined run at a time rather than on every ``write``."""
+        if channel != "stdout":  # one recording serves both streams
+            yield
+            return
+        self.worker.record_output(self.execution_count)
+        try:
+            yield
+        finally:
+            self.worker.record_output(None)
 
     def ask_exit(self) -> None:
         """``exit()`` in a remote cell: the node's worker stays (the kernel owns the node)."""
@@ -58,6 +73,7 @@ def make_shell(worker: Worker) -> NodeShell:
 
     class Hook(DisplayHook):
         def start_displayhook(self) -> None:
+            worker.note_output()  # what was printed before the value, first in the history
             self._data: dict[str, Any] = {}
             self._metadata: dict[str, Any] = {}
 

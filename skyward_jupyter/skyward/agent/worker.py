@@ -27,20 +27,18 @@ import time
 import traceback
 from contextlib import contextmanager
 from functools import cache
-from itertools import groupby
-from operator import itemgetter
 from queue import SimpleQueue
 from typing import Any
 
 from .. import protocol, remote, wire
 from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run, Started
 from .code import refresh
+from .history import OutputHistory, join_runs
 from .streams import Writer, child_streams
 
 __all__ = ["Worker", "main"]
 
 FLUSH_INTERVAL = 0.01  # seconds between two sends of what the cell printed
-_name, _text = itemgetter(0), itemgetter(1)
 
 
 def _plain(value: Any) -> Any:
@@ -80,6 +78,7 @@ class Worker:
         self._main = threading.main_thread().ident
         self.last_traceback: list[str] | None = None
         self.shell: Any = None
+        self.history = OutputHistory(lambda: self.shell.history_manager.outputs)
 
     # -- messages out
 
@@ -121,7 +120,8 @@ class Worker:
             if items:
                 # print() writes its text and its newline apart: one string per run of
                 # a stream, not two tuples per line, is what crosses the pipe
-                joined = [(name, "".join(map(_text, run))) for name, run in groupby(items, _name)]
+                joined = join_runs(items)
+                self.history.taken(items, joined)
                 parts.append(wire.encode(protocol.encode(protocol.Stream(joined))))
         if self._points:
             points, self._points = self._points, []
@@ -161,6 +161,20 @@ class Worker:
                         self._send_pending(hold=True)
                 except OSError:
                     os._exit(1)  # the supervisor is gone
+
+    def record_output(self, count: int | None) -> None:
+        """Keep what is printed from now on in IPython's output history as cell ``count``'s
+        (None: the cell ended)."""
+        with self._critical_section():
+            if count is None:
+                self.history.stop(self.chunks)
+            else:
+                self.history.start(count, self.chunks)
+
+    def note_output(self) -> None:
+        """Record what waits unsent in the history now (a result is about to enter it)."""
+        with self._critical_section():
+            self.history.note(self.chunks)
 
     def record_metric(self, name: str, value: float, stamp: float) -> None:
         """``skyward.metric()`` in a cell: sent with the next flush."""

@@ -63,6 +63,7 @@ AGENT_MODULES = (
     "agent/__init__.py",
     "agent/__main__.py",
     "agent/code.py",
+    "agent/history.py",
     "agent/blobs.py",
     "agent/outbox.py",
     "agent/process.py",
