@@ -232,13 +232,16 @@ class Supervisor:
                 if message is None:
                     return
                 self._budgets[task] = budget
-                self._sent.append(task)
+                with self._flush_lock:
+                    self._sent.append(task)
+                    self._advance()  # before the worker has it: its output is the cell's
                 if worker is None or not worker.send(message):
-                    self._sent.remove(task)
-                    if self.blobs is not None:
-                        self.blobs.unpin(self._pinned.pop(task, []))
                     why = self.worker_state if worker is None else "the worker is gone"
-                    self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
+                    with self._flush_lock:
+                        if self.task == task:
+                            self._finish_cell()
+                        self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
+                        self._close_cell(task)
                 else:
                     worker.watch_memory()
             case protocol.Interrupt(task=task):
@@ -371,14 +374,6 @@ class Supervisor:
                             worker.note_stderr(text)
             case protocol.Metrics(points=points):
                 self._points.extend(points)
-            case Started(task=task):
-                with self._flush_lock:
-                    self._flush(end=True)  # what came between cells belongs to none
-                    self.task = task
-                    self._left = self._budgets.pop(task, 10_000_000)
-                    self._dropped = 0
-                    self._tail.clear()
-                    self._emit(message, wake=False)
             case Done(task=task):
                 if self.worker is not None:
                     self.worker.drain()
@@ -386,16 +381,40 @@ class Supervisor:
                     self._finish_cell()
                     self._emit(dataclasses.replace(message, dropped=self._dropped))
                     self._close_cell(task)
+                    self._advance()
             case protocol.WorkerReady():
                 if self.worker is not None:
                     self.worker.ready = True
                 self.worker_state = "ready"
                 self._quick_deaths = 0
                 self._emit(message)
+                with self._flush_lock:
+                    self._advance()
             case _:  # displays, results, clears: after the lines printed before them
                 with self._flush_lock:
                     self._flush(end=False)
                     self._emit(message)
+
+    def _advance(self) -> None:
+        """Start the first cell handed to the worker once the worker is free (hold
+        ``_flush_lock``).
+
+        The worker runs its cells in the order it gets them, so the supervisor knows
+        when one begins without being told: the output before that moment (read out of
+        the pipes first) belongs to no cell, and everything after it to this one, even
+        output of a subprocess that reaches its pipe before any message of the worker.
+        """
+        worker = self.worker
+        if self.task is not None or not self._sent or worker is None or not worker.ready:
+            return
+        task = self._sent[0]
+        worker.drain()
+        self._flush(end=True)
+        self.task = task
+        self._left = self._budgets.pop(task, 10_000_000)
+        self._dropped = 0
+        self._tail.clear()
+        self._emit(Started(task), wake=False)  # it goes with the next frame, or the flush
 
     def _finish_cell(self) -> None:
         self._flush(end=True)

@@ -31,7 +31,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from .. import protocol, remote, wire
-from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run, Started
+from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run
 from .code import refresh
 from .history import OutputHistory, join_runs
 from .streams import Writer, child_streams
@@ -278,7 +278,6 @@ class Worker:
             self._queued.discard(task)
             self._interrupt_pending = task in self._cancelled
             self._cancelled.discard(task)
-        self.send(Started(task))
         began = time.perf_counter()
         error = self._load_push(message.push) if message.push else None
         if error is None:
