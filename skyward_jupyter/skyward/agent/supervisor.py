@@ -12,7 +12,6 @@ byte it wrote before. Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -21,22 +20,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 
 from .. import protocol, wire
 from ..lines import LineSink
 from ..protocol import Crash, Done, Lines, Message, Started
-from .blobs import BlobError, BlobStore
+from .blob_service import BlobService
+from .budget import OutputBudget
+from .listener import bind
 from .outbox import Outbox, close, log
 from .process import WorkerProcess, describe_exit
-from .relay import RelayServer, fetch
 from .sampler import Sampler
 
-__all__ = ["Supervisor", "main"]
+__all__ = ["Supervisor"]
 
 FLUSH_INTERVAL = 0.01  # seconds between background log flushes
 FRAME_TEXT = 1 << 20  # characters of log text per frame (a longer line gets a frame alone)
-PANEL_TAIL = 200  # lines past a cell's output budget still sent for the panel's log
 QUICK_DEATH = 2.0  # a worker that dies this soon after starting, twice, is not restarted
 
 
@@ -72,24 +70,19 @@ class Supervisor:
         self._last_task: str | None = None
         self._sent: list[str] = []  # cells handed to the worker and not done yet
         self._budgets: dict[str, int] = {}
-        self._left = 0  # characters the running cell may still show
-        self._dropped = 0
-        self._tail: deque[tuple[str, str, bool]] = deque(maxlen=PANEL_TAIL)
+        self.budget = OutputBudget()
         self._points: list[tuple[str, float, float]] = []
         self._quick_deaths = 0
         self._stopping = False
-        self.blobs: BlobStore | None = None
-        self._relay: RelayServer | None = None
-        self._pinned: dict[str, list[str]] = {}  # blobs a queued cell will load
+        self.blobs = BlobService(self._emit)
 
     # -- start and stop
 
     def start(self) -> None:
         """Bind the socket first (the bootstrap polls for it), then start the worker."""
-        self._listener = _bind(self.socket_path)
+        self._listener = bind(self.socket_path)
         self._inode = os.stat(self.socket_path).st_ino
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
-        self.blobs = BlobStore(os.path.join(os.path.expanduser("~"), ".skyward", "blobs"))
         self._start_worker()
         Sampler(self._record_metric).start()
         loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
@@ -202,7 +195,7 @@ class Supervisor:
                 while data:
                     if piece is not None:
                         take = memoryview(data)[: piece.raw - received]
-                        self._put(piece, received, take)
+                        self.blobs.put(piece, received, take)
                         received += len(take)
                         data = data[len(take) :] if len(take) < len(data) else b""
                         if received == piece.raw:
@@ -228,7 +221,7 @@ class Supervisor:
         worker = self.worker
         match message:
             case protocol.Run(task=task, max_output=budget):
-                message = self._resolve_push(message)
+                message = self.blobs.resolve(message)
                 if message is None:
                     return
                 self._budgets[task] = budget
@@ -275,84 +268,15 @@ class Supervisor:
                 if worker is not None:
                     worker.send(message)
             case protocol.Fetch():
-                threading.Thread(target=self._fetch, args=(message,), daemon=True).start()
+                self.blobs.fetch(message)
             case protocol.Serve(host=host, token=token):
-                self._serve(host, token)
+                self.blobs.serve(host, token)
             case protocol.Ping(id=ident):
                 self.outbox.emit(protocol.encode(protocol.Pong(ident, time.time())))
             case protocol.Shutdown():
                 self._shutdown()
             case _:
                 log(f"unexpected {message.kind!r} from the kernel ignored")
-
-    # -- blobs
-
-    def _resolve_push(self, run: protocol.Run) -> protocol.Run | None:
-        """The cell with its blob references resolved to files, pinned until it ends;
-        None (and ``Missing`` sent) when the store lacks some: the kernel sends them."""
-        if not run.push or self.blobs is None:
-            return run
-        refs = {name: ref for name, ref in run.push.items() if isinstance(ref, dict)}
-        if not refs:
-            return run
-        keys = [ref["key"] for ref in refs.values()]
-        missing = self.blobs.missing(keys)
-        if missing:
-            self._emit(protocol.Missing(run.task, missing))
-            return None
-        self.blobs.pin(keys)
-        self._pinned[run.task] = keys
-        push = dict(run.push)
-        for name, ref in refs.items():
-            push[name] = {**ref, "path": self.blobs.path(ref["key"])}
-        return dataclasses.replace(run, push=push)
-
-    def _put(self, piece: protocol.Put, at: int, data: memoryview) -> None:
-        """Raw bytes of a blob piece (``at`` bytes into it) went by on the channel."""
-        assert self.blobs is not None
-        key = piece.key
-        try:
-            self.blobs.write(key, piece.size, piece.offset + at, data)
-            if piece.offset + at + len(data) < piece.size:
-                return
-            self.blobs.finish(key)
-        except (BlobError, OSError) as exc:
-            self._emit(protocol.Stored(key, False, str(exc)))
-            return
-        self._emit(protocol.Stored(key, True))
-
-    def _fetch(self, request: protocol.Fetch) -> None:
-        assert self.blobs is not None
-        key = request.key
-        if not self.blobs.has(key):
-            try:
-                fetch(
-                    self.blobs,
-                    key,
-                    request.size,
-                    request.host,
-                    request.port,
-                    request.token,
-                    request.timeout,
-                )
-            except (BlobError, OSError) as exc:
-                self._emit(protocol.Stored(key, False, str(exc)))
-                return
-        self._emit(protocol.Stored(key, True))
-
-    def _serve(self, host: str, token: str) -> None:
-        assert self.blobs is not None
-        relay = self._relay
-        if relay is None or relay.host != host or relay.token != token.encode():
-            if relay is not None:
-                relay.close()
-            try:
-                relay = self._relay = RelayServer(self.blobs, host, token)
-            except OSError as exc:
-                self._relay = None
-                self._emit(protocol.Serving(host, 0, f"cannot listen on {host}: {exc}"))
-                return
-        self._emit(protocol.Serving(host, relay.port))
 
     # -- what the worker says
 
@@ -379,7 +303,7 @@ class Supervisor:
                     self.worker.drain()
                 with self._flush_lock:
                     self._finish_cell()
-                    self._emit(dataclasses.replace(message, dropped=self._dropped))
+                    self._emit(dataclasses.replace(message, dropped=self.budget.dropped))
                     self._close_cell(task)
                     self._advance()
             case protocol.WorkerReady():
@@ -411,24 +335,19 @@ class Supervisor:
         worker.drain()
         self._flush(end=True)
         self.task = task
-        self._left = self._budgets.pop(task, 10_000_000)
-        self._dropped = 0
-        self._tail.clear()
+        self.budget.start(self._budgets.pop(task, 10_000_000))
         self._emit(Started(task), wake=False)  # it goes with the next frame, or the flush
 
     def _finish_cell(self) -> None:
         self._flush(end=True)
         self._send_metrics()
-        if self._tail:
-            self._emit(Lines(self.task, list(self._tail), panel_only=True))
-            self._tail.clear()
+        if self.budget.tail:
+            self._emit(Lines(self.task, self.budget.take_tail(), panel_only=True))
 
     def _close_cell(self, task: str | None) -> None:
         if task in self._sent:
             self._sent.remove(task)
-        pinned = self._pinned.pop(task, None) if task is not None else None
-        if pinned and self.blobs is not None:
-            self.blobs.unpin(pinned)
+        self.blobs.release(task)
         self._last_task = task
         self.task = None
 
@@ -507,7 +426,7 @@ class Supervisor:
         task = self.task
         after = None if task is not None else self._last_task
         if task is not None:
-            lines = self._within_budget(lines)
+            lines = self.budget.cut(lines)
         start, size = 0, 0
         for i, line in enumerate(lines):
             size += len(line[1]) + 16  # ~ its pickled overhead
@@ -516,81 +435,3 @@ class Supervisor:
                 start, size = i + 1, 0
         if start < len(lines):
             self._emit(Lines(task, lines[start:], partial, after))
-
-    def _within_budget(self, lines: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
-        """The lines the cell may still show; the rest is counted, its tail kept."""
-        if self._left <= 0:
-            self._tail.extend(lines)
-            self._dropped += sum(len(line[1]) + 1 for line in lines)
-            return []
-        kept = []
-        for i, line in enumerate(lines):
-            size = len(line[1]) + 1
-            if size > self._left:
-                cut = max(0, self._left - 1)
-                if cut:
-                    kept.append((line[0], line[1][:cut], line[2]))
-                self._dropped += size - cut
-                rest = lines[i + 1 :]
-                self._tail.extend(rest)
-                self._dropped += sum(len(r[1]) + 1 for r in rest)
-                self._left = 0
-                return kept
-            self._left -= size
-            kept.append(line)
-        return kept
-
-
-def _bind(path: str) -> socket.socket:
-    """Listen on ``path``, owner-only; a socket left by an earlier agent is replaced.
-
-    The socket is bound under a temporary name and renamed into place once it listens,
-    so whoever polls for ``path`` can connect as soon as it exists. Names are bound
-    relative to their folder (no other thread runs yet), as a deep home can make the full
-    path longer than the 108 bytes a socket address holds.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    temporary = f".{name}.{os.getpid()}"
-    cwd = os.getcwd()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    umask = os.umask(0o177)
-    os.chdir(folder)
-    try:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        listener.bind(temporary)
-        os.chmod(temporary, 0o600)
-        listener.listen(8)
-        os.replace(temporary, name)
-    finally:
-        os.chdir(cwd)
-        os.umask(umask)
-    return listener
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: set the node's environment, bind, serve until shutdown."""
-    parser = argparse.ArgumentParser(prog="python -m skyward.agent", description=__doc__)
-    parser.add_argument("--socket", required=True, help="UNIX socket path to listen on")
-    parser.add_argument("--node", type=int, default=0, help="this node's index")
-    parser.add_argument("--nodes", type=int, default=1, help="number of nodes in the cluster")
-    parser.add_argument("--cluster", default="", help="the cluster's id")
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=None,
-        help="seconds without a word from the kernel before the instance shuts itself down",
-    )
-    parser.add_argument(
-        "--on-orphan", default="", help="shell command that shuts this instance down"
-    )
-    args = parser.parse_args(argv)
-    os.environ["SKYWARD_NODE"] = str(args.node)
-    os.environ["SKYWARD_NODES"] = str(args.nodes)
-    os.environ["SKYWARD_CLUSTER"] = args.cluster
-    supervisor = Supervisor(
-        args.socket, args.node, args.nodes, args.cluster, args.grace, args.on_orphan
-    )
-    supervisor.start()
-    return supervisor.wait()
