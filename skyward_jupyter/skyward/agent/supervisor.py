@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 
 from .. import protocol, wire
 from ..lines import LineSink
@@ -30,6 +31,7 @@ from .listener import bind
 from .outbox import Outbox, close, log
 from .process import WorkerProcess, describe_exit
 from .sampler import Sampler
+from .watchdog import watch_kernel
 
 __all__ = ["Supervisor"]
 
@@ -68,12 +70,14 @@ class Supervisor:
         self._inode = 0
         self.task: str | None = None  # the cell running on the worker
         self._last_task: str | None = None
-        self._sent: list[str] = []  # cells handed to the worker and not done yet
+        self._sent: list[str] = []  # the cell handed to the worker and not done yet
+        self._held: deque[Message] = deque()  # what waits for the worker to be free
+        self._interrupted: set[str] = set()  # held cells to stop as soon as they start
         self._budgets: dict[str, int] = {}
         self.budget = OutputBudget()
         self._points: list[tuple[str, float, float]] = []
         self._quick_deaths = 0
-        self._stopping = False
+        self.stopping = False
         self.blobs = BlobService(self._emit)
 
     # -- start and stop
@@ -87,7 +91,7 @@ class Supervisor:
         Sampler(self._record_metric).start()
         loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
         if self.grace:
-            loops.append((self._watch_kernel, "watchdog"))
+            loops.append((lambda: watch_kernel(self), "watchdog"))
         for target, name in loops:
             threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
         log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
@@ -102,7 +106,7 @@ class Supervisor:
 
     def wait(self) -> int:
         """Block until shutdown (and the worker's end, 5 s at most); the exit status."""
-        while not self._stopping:
+        while not self.stopping:
             time.sleep(0.2)
         worker = self.worker
         if worker is not None:
@@ -113,34 +117,7 @@ class Supervisor:
             worker.kill()
         return 0
 
-    def _watch_kernel(self) -> None:
-        """Shut the instance down when the kernel has been silent for ``grace`` seconds.
-
-        The kernel sends a heartbeat far more often than that; silence means the kernel
-        (or its machine) is gone, and nobody is left to destroy this instance.
-        """
-        assert self.grace
-        step = max(0.2, min(5.0, self.grace / 4))
-        while not self._stopping:
-            time.sleep(step)
-            silent = time.monotonic() - self.last_contact
-            if silent < self.grace:
-                continue
-            log(f"no word from the kernel for {silent:.0f} s: shutting the instance down")
-            if self.on_orphan:
-                subprocess.Popen(
-                    self.on_orphan,
-                    shell=True,
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=sys.stderr,
-                    stderr=sys.stderr,
-                )
-            time.sleep(2.0)  # let the shutdown take us with the instance
-            self._unlink()
-            os._exit(0)
-
-    def _unlink(self) -> None:
+    def unlink(self) -> None:
         """Remove the socket, unless another agent has bound that path since."""
         try:
             if os.stat(self.socket_path).st_ino == self._inode:
@@ -153,9 +130,11 @@ class Supervisor:
         log("shutdown requested")
         self.outbox.emit(protocol.encode(protocol.Bye()))
         self.outbox.wait_sent(2.0)
-        self._unlink()
+        self.unlink()
         worker = self.worker
-        self._stopping = True
+        self.stopping = True
+        with self._flush_lock:
+            self._held.clear()  # cells not begun never will
         if worker is not None:
             if self.task is not None:
                 worker.send(protocol.Interrupt(self.task))
@@ -169,7 +148,7 @@ class Supervisor:
             try:
                 conn, _ = self._listener.accept()
             except OSError as exc:
-                if self._stopping:
+                if self.stopping:
                     return
                 log(f"accept failed: {exc!r}")
                 time.sleep(0.1)
@@ -224,24 +203,23 @@ class Supervisor:
                 message = self.blobs.resolve(message)
                 if message is None:
                     return
+                if worker is None:
+                    self.blobs.release(task)
+                    self._emit(Crash(task, 0, detail=self.worker_state, restarted=False))
+                    return
                 self._budgets[task] = budget
                 with self._flush_lock:
-                    self._sent.append(task)
-                    self._advance()  # before the worker has it: its output is the cell's
-                if worker is None or not worker.send(message):
-                    why = self.worker_state if worker is None else "the worker is gone"
-                    with self._flush_lock:
-                        if self.task == task:
-                            self._finish_cell()
-                        self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
-                        self._close_cell(task)
-                else:
-                    worker.watch_memory()
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Interrupt(task=task):
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    if task in self._held_cells():
+                        self._interrupted.add(task)
+                    elif worker is not None and (task == self.task or task in self._sent):
+                        worker.send(message)
             case protocol.Kill(task=task):
-                if worker is not None and (task == self.task or task in self._sent):
+                known = task == self.task or task in self._sent or task in self._held_cells()
+                if worker is not None and known:
                     log(f"killing the worker: cell {task} did not stop")
                     worker.kill()
             case protocol.Hello(since=since):
@@ -261,12 +239,14 @@ class Supervisor:
                     env = {**self._configure.env, **message.env}
                     message = dataclasses.replace(message, env=env)
                 self._configure = message
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Refresh():
                 self._refresh = dataclasses.replace(message, changed=())
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Fetch():
                 self.blobs.fetch(message)
             case protocol.Serve(host=host, token=token):
@@ -305,7 +285,7 @@ class Supervisor:
                     self._finish_cell()
                     self._emit(dataclasses.replace(message, dropped=self.budget.dropped))
                     self._close_cell(task)
-                    self._advance()
+                    self._hand_over()
             case protocol.WorkerReady():
                 if self.worker is not None:
                     self.worker.ready = True
@@ -313,11 +293,32 @@ class Supervisor:
                 self._quick_deaths = 0
                 self._emit(message)
                 with self._flush_lock:
-                    self._advance()
+                    self._hand_over()
             case _:  # displays, results, clears: after the lines printed before them
                 with self._flush_lock:
                     self._flush(end=False)
                     self._emit(message)
+
+    def _held_cells(self) -> list[str]:
+        return [m.task for m in self._held if isinstance(m, protocol.Run)]
+
+    def _hand_over(self) -> None:
+        """Give the worker what waits, in order, while it is free: settings at once, one
+        cell at a time (the next when it is done). Its main thread then reads the pipe
+        itself: a cell costs no thread hop there (hold ``_flush_lock``)."""
+        worker = self.worker
+        while self._held and self.task is None and worker is not None and worker.ready:
+            message = self._held.popleft()
+            if isinstance(message, protocol.Run):
+                self._sent.append(message.task)
+                self._advance()  # before the worker has it: its output is the cell's
+            if not worker.send(message):
+                return  # it died: its end reports the cell
+            if isinstance(message, protocol.Run):
+                if message.task in self._interrupted:
+                    self._interrupted.discard(message.task)
+                    worker.send(protocol.Interrupt(message.task))
+                worker.watch_memory()
 
     def _advance(self) -> None:
         """Start the first cell handed to the worker once the worker is free (hold
@@ -353,7 +354,7 @@ class Supervisor:
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         """The worker died: report it (with everything it wrote), then start a fresh one."""
-        if self._stopping:
+        if self.stopping:
             return
         oom = worker.oom_killed()
         status, number, words = describe_exit(worker.returncode, oom, worker.killed)
@@ -367,8 +368,10 @@ class Supervisor:
         with self._flush_lock:
             running = self.task
             self._finish_cell()
-            queued = [t for t in self._sent if t != running]
+            queued = [t for t in self._sent if t != running] + self._held_cells()
             self._sent.clear()
+            self._held.clear()
+            self._interrupted.clear()
             if restart:
                 self._start_worker()  # before the kernel hears: its next cell finds it
             else:

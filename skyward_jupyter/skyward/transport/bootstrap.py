@@ -73,6 +73,7 @@ AGENT_MODULES = (
     "agent/relay.py",
     "agent/sampler.py",
     "agent/supervisor.py",
+    "agent/watchdog.py",
     "agent/streams.py",
     "agent/shell.py",
     "agent/worker.py",
