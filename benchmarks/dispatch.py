@@ -5,7 +5,9 @@ sending ``%%skyward run\\npass`` to the kernel going idle, beside the same kerne
 ``pass`` cell measured in the same run; and the time from ``%skyward up --nodes N`` to
 the cluster being ready for N = 1, 4, 8.
 
-    .venv/bin/python benchmarks/dispatch.py [--rounds 200]
+    .venv/bin/python benchmarks/dispatch.py [--rounds 200] [--nodes 1 4] [--up 1 4 8]
+
+``--up`` with no number leaves out the time to ``ClusterReady``.
 """
 
 from __future__ import annotations
@@ -61,13 +63,15 @@ def stats(samples: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--up", type=int, nargs="*", default=[1, 4, 8])
     args = parser.parse_args()
     k = Kernel()
     try:
         k.run("%load_ext skyward")
         print(f"# dispatch latency, {args.rounds} rounds, send → idle (ms)")
         print(f"{'cell':<28}{'median':>9}{'p90':>9}{'over bare':>11}")
-        for nodes in (1, 4):
+        for nodes in args.nodes:
             _, text = k.run(f"%skyward up --provider container --nodes {nodes}")
             assert "ready" in text, text
             for _ in range(20):
@@ -83,8 +87,9 @@ def main() -> None:
             label = f"%%skyward run, {nodes} node(s)"
             print(f"{label:<28}{r_med:>9.2f}{r_p90:>9.2f}{r_med - b_med:>+11.2f}")
             k.run("%skyward down")
-        print("\n# %skyward up --nodes N → cluster ready (s), from the summary line")
-        for nodes in (1, 4, 8):
+        if args.up:
+            print("\n# %skyward up --nodes N → cluster ready (s), from the summary line")
+        for nodes in args.up:
             wall, text = k.run(f"%skyward up --provider container --nodes {nodes}")
             found = re.search(r"in ([\d.]+) s", text)
             print(f"nodes={nodes}: {found.group(1) if found else '?'} s (cell {wall:.2f} s)")

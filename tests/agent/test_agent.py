@@ -185,6 +185,24 @@ def test_out_and_underscores_per_node(client: Client) -> None:
     assert client.run("Out[51] + _51", count=53)[1] == "84"
 
 
+def test_output_history_is_ipythons(client: Client) -> None:
+    """What a cell printed is in IPython's output history (``%notebook`` exports it), in
+    the cell's order, its value last."""
+    code = "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c', end='')\n6 * 7"
+    client.run(code, count=61)
+    read = (
+        "[(o.output_type, ''.join(o.bundle['stream']) if 'stream' in o.bundle else"
+        " o.bundle['text/plain']) for o in get_ipython().history_manager.outputs[61]]"
+    )
+    expected = [
+        ("out_stream", "a\n"),
+        ("err_stream", "b\n"),
+        ("out_stream", "c"),
+        ("execute_result", "42"),
+    ]
+    assert ast.literal_eval(client.run(read, count=62)[1]) == expected
+
+
 def test_magics_and_shell_commands(client: Client) -> None:
     lines, _, done = client.run("!echo from-shell")
     assert done.ok and screen(lines) == [("stdout", "from-shell")]

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from skyward.agent import blobs
 from skyward.agent.blobs import BlobError, BlobStore
 from skyward.agent.relay import RelayServer, fetch
 
@@ -18,6 +19,19 @@ def put(store: BlobStore, key: str, data: bytes, piece: int = 1000) -> None:
     for offset in range(0, len(data), piece):
         store.write(key, len(data), offset, data[offset : offset + piece])
     store.finish(key)
+
+
+def test_a_blob_not_relayed_is_hashed_only_when_asked(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(blobs, "new_digest", lambda: made.append(1) or hashlib.sha256())
+    store = BlobStore(str(tmp_path))
+    data = os.urandom(10_000)
+    for offset in range(0, len(data), 1000):
+        store.write("d4", len(data), offset, data[offset : offset + 1000], digest=False)
+    store.finish("d4")
+    assert made == [] and (tmp_path / "d4").read_bytes() == data
+    assert store.digest("d4") == hashlib.sha256(data).hexdigest() and made == [1]
+    assert store.final_digest("d4", None, 1.0) == hashlib.sha256(data).hexdigest()
 
 
 def test_a_blob_is_kept_whole_or_not_at_all(tmp_path):

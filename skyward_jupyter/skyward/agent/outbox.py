@@ -53,6 +53,7 @@ class Outbox:
         self._first: bytes | None = None  # the hello reply, sent before any replay
         self._leftover = b""  # the part of an inline send the socket did not take
         self._busy = False
+        self._waiting_sent = 0  # threads in ``wait_sent``
         threading.Thread(target=self._send_loop, name="skyward-send", daemon=True).start()
 
     def emit(self, message: dict[str, Any], wake: bool = True) -> int:
@@ -115,7 +116,8 @@ class Outbox:
             self._busy = False
             if sent < len(batch) and self._conn is conn:
                 self._leftover = batch[sent:]
-            self._cond.notify_all()
+            if self._pending() or self._waiting_sent:  # else the sender would wake for nothing
+                self._cond.notify_all()
 
     def kick(self) -> None:
         """Wake the sender if frames are waiting (the flusher calls this regularly)."""
@@ -144,18 +146,22 @@ class Outbox:
     def wait_sent(self, timeout: float) -> bool:
         """Wait until the current client has been sent everything (or there is none)."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: (
-                    self._conn is None
-                    or (
-                        not self._busy
-                        and self._first is None
-                        and not self._leftover
-                        and self._cursor >= self.seq
-                    )
-                ),
-                timeout,
-            )
+            self._waiting_sent += 1
+            try:
+                return self._cond.wait_for(
+                    lambda: (
+                        self._conn is None
+                        or (
+                            not self._busy
+                            and self._first is None
+                            and not self._leftover
+                            and self._cursor >= self.seq
+                        )
+                    ),
+                    timeout,
+                )
+            finally:
+                self._waiting_sent -= 1
 
     def _pending(self) -> bool:
         return self._conn is not None and (

@@ -1,7 +1,8 @@
 """One worker process as the supervisor sees it: its pipes, and how it died.
 
-The worker runs in its own process group with four pipes: commands in, messages out, and
-its file descriptors 1 and 2 (so subprocesses and C code are captured too). Each read
+The worker runs in its own process group with five pipes: commands in (cells and
+settings for its main thread, interrupts for its control thread), messages out, and its
+file descriptors 1 and 2 (so subprocesses and C code are captured too). Each read
 side has a thread; when the process ends, ``wait`` collects every byte it wrote and says
 how it ended: an exit status, a signal, or the kernel's OOM killer (read from the memory
 cgroup's counters where readable). Standard library only.
@@ -95,18 +96,19 @@ class WorkerProcess:
         self._oom_file: str | None = None
         self._oom_count: int | None = None
         commands_r, self._commands = os.pipe()
+        control_r, self._control = os.pipe()
         self._events, events_w = os.pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "skyward.agent.worker"]
-            + ["--commands", str(commands_r), "--events", str(events_w)],
+            [sys.executable, "-m", "skyward.agent.worker", "--commands", str(commands_r)]
+            + ["--control", str(control_r), "--events", str(events_w)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(commands_r, events_w),
+            pass_fds=(commands_r, control_r, events_w),
             start_new_session=True,
         )
-        os.close(commands_r)
-        os.close(events_w)
+        for fd in (commands_r, control_r, events_w):
+            os.close(fd)
         self.pid = self.process.pid
         assert self.process.stdout is not None and self.process.stderr is not None
         self._fds = {self.process.stdout.fileno(): "stdout", self.process.stderr.fileno(): "stderr"}
@@ -119,13 +121,15 @@ class WorkerProcess:
         threading.Thread(target=self._wait, daemon=True).start()
 
     def send(self, message: protocol.Message) -> bool:
-        """Hand ``message`` to the worker; False if it is gone."""
+        """Hand ``message`` to the worker (an interrupt on the pipe its control thread
+        reads, the rest on its main thread's); False if it is gone."""
         data = wire.encode(protocol.encode(message))
+        fd = self._control if isinstance(message, protocol.Interrupt) else self._commands
         try:
             with self._write_lock:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self._commands, view) :]
+                    view = view[os.write(fd, view) :]
         except OSError:
             return False
         return True
@@ -230,7 +234,7 @@ class WorkerProcess:
         return "".join(self.stderr_tail)[-TAIL_CHARS:]
 
     def close(self) -> None:
-        for fd in (self._commands, self._events):
+        for fd in (self._commands, self._control, self._events):
             try:
                 os.close(fd)
             except OSError:

@@ -9,7 +9,9 @@ error, kept for the kernel instead of printed). Everything else is IPython's.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -17,8 +19,25 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-if TYPE_CHECKING:
-    from .worker import Worker
+
+class Outputs(Protocol):
+    """Where the shell's outputs go: the worker, which frames them for the supervisor
+    (a protocol, so that this module does not import the worker that imports it)."""
+
+    last_traceback: list[str] | None
+
+    def display(
+        self, data: dict[str, Any], metadata: dict[str, Any] | None, transient: Any, update: bool
+    ) -> Any: ...
+
+    def clear(self, wait: bool) -> None: ...
+
+    def result(self, count: int, data: dict[str, Any], metadata: dict[str, Any]) -> None: ...
+
+    def record_output(self, count: int | None) -> None: ...
+
+    def note_output(self) -> None: ...
+
 
 __all__ = ["KERNEL_ONLY", "make_shell"]
 
@@ -33,11 +52,24 @@ class NodeShell(InteractiveShell):
     def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
         self.worker.last_traceback = list(stb)
 
+    @contextmanager
+    def _tee(self, channel: str) -> Iterator[None]:
+        """IPython's capture of a cell's stream into its output history, done by the worker
+        a joined run at a time rather than on every ``write``."""
+        if channel != "stdout":  # one recording serves both streams
+            yield
+            return
+        self.worker.record_output(self.execution_count)
+        try:
+            yield
+        finally:
+            self.worker.record_output(None)
+
     def ask_exit(self) -> None:
         """``exit()`` in a remote cell: the node's worker stays (the kernel owns the node)."""
 
 
-def make_shell(worker: Worker) -> NodeShell:
+def make_shell(worker: Outputs) -> NodeShell:
     """The node's shell, wired to ``worker``."""
 
     class Publisher(DisplayPublisher):
@@ -58,6 +90,7 @@ def make_shell(worker: Worker) -> NodeShell:
 
     class Hook(DisplayHook):
         def start_displayhook(self) -> None:
+            worker.note_output()  # what was printed before the value, first in the history
             self._data: dict[str, Any] = {}
             self._metadata: dict[str, Any] = {}
 

@@ -12,7 +12,6 @@ byte it wrote before. Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -26,17 +25,18 @@ from collections import deque
 from .. import protocol, wire
 from ..lines import LineSink
 from ..protocol import Crash, Done, Lines, Message, Started
-from .blobs import BlobError, BlobStore
+from .blob_service import BlobService
+from .budget import OutputBudget
+from .listener import bind
 from .outbox import Outbox, close, log
 from .process import WorkerProcess, describe_exit
-from .relay import RelayServer, fetch
 from .sampler import Sampler
+from .watchdog import watch_kernel
 
-__all__ = ["Supervisor", "main"]
+__all__ = ["Supervisor"]
 
 FLUSH_INTERVAL = 0.01  # seconds between background log flushes
 FRAME_TEXT = 1 << 20  # characters of log text per frame (a longer line gets a frame alone)
-PANEL_TAIL = 200  # lines past a cell's output budget still sent for the panel's log
 QUICK_DEATH = 2.0  # a worker that dies this soon after starting, twice, is not restarted
 
 
@@ -70,31 +70,28 @@ class Supervisor:
         self._inode = 0
         self.task: str | None = None  # the cell running on the worker
         self._last_task: str | None = None
-        self._sent: list[str] = []  # cells handed to the worker and not done yet
+        self._sent: list[str] = []  # the cell handed to the worker and not done yet
+        self._held: deque[Message] = deque()  # what waits for the worker to be free
+        self._interrupted: set[str] = set()  # held cells to stop as soon as they start
         self._budgets: dict[str, int] = {}
-        self._left = 0  # characters the running cell may still show
-        self._dropped = 0
-        self._tail: deque[tuple[str, str, bool]] = deque(maxlen=PANEL_TAIL)
+        self.budget = OutputBudget()
         self._points: list[tuple[str, float, float]] = []
         self._quick_deaths = 0
-        self._stopping = False
-        self.blobs: BlobStore | None = None
-        self._relay: RelayServer | None = None
-        self._pinned: dict[str, list[str]] = {}  # blobs a queued cell will load
+        self.stopping = False
+        self.blobs = BlobService(self._emit)
 
     # -- start and stop
 
     def start(self) -> None:
         """Bind the socket first (the bootstrap polls for it), then start the worker."""
-        self._listener = _bind(self.socket_path)
+        self._listener = bind(self.socket_path)
         self._inode = os.stat(self.socket_path).st_ino
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlive the SSH session that started us
-        self.blobs = BlobStore(os.path.join(os.path.expanduser("~"), ".skyward", "blobs"))
         self._start_worker()
         Sampler(self._record_metric).start()
         loops = [(self._accept_loop, "accept"), (self._flush_loop, "flush")]
         if self.grace:
-            loops.append((self._watch_kernel, "watchdog"))
+            loops.append((lambda: watch_kernel(self), "watchdog"))
         for target, name in loops:
             threading.Thread(target=target, name=f"skyward-{name}", daemon=True).start()
         log(f"listening on {self.socket_path} (node {self.node}/{self.nodes})")
@@ -109,7 +106,7 @@ class Supervisor:
 
     def wait(self) -> int:
         """Block until shutdown (and the worker's end, 5 s at most); the exit status."""
-        while not self._stopping:
+        while not self.stopping:
             time.sleep(0.2)
         worker = self.worker
         if worker is not None:
@@ -120,34 +117,7 @@ class Supervisor:
             worker.kill()
         return 0
 
-    def _watch_kernel(self) -> None:
-        """Shut the instance down when the kernel has been silent for ``grace`` seconds.
-
-        The kernel sends a heartbeat far more often than that; silence means the kernel
-        (or its machine) is gone, and nobody is left to destroy this instance.
-        """
-        assert self.grace
-        step = max(0.2, min(5.0, self.grace / 4))
-        while not self._stopping:
-            time.sleep(step)
-            silent = time.monotonic() - self.last_contact
-            if silent < self.grace:
-                continue
-            log(f"no word from the kernel for {silent:.0f} s: shutting the instance down")
-            if self.on_orphan:
-                subprocess.Popen(
-                    self.on_orphan,
-                    shell=True,
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=sys.stderr,
-                    stderr=sys.stderr,
-                )
-            time.sleep(2.0)  # let the shutdown take us with the instance
-            self._unlink()
-            os._exit(0)
-
-    def _unlink(self) -> None:
+    def unlink(self) -> None:
         """Remove the socket, unless another agent has bound that path since."""
         try:
             if os.stat(self.socket_path).st_ino == self._inode:
@@ -160,9 +130,11 @@ class Supervisor:
         log("shutdown requested")
         self.outbox.emit(protocol.encode(protocol.Bye()))
         self.outbox.wait_sent(2.0)
-        self._unlink()
+        self.unlink()
         worker = self.worker
-        self._stopping = True
+        self.stopping = True
+        with self._flush_lock:
+            self._held.clear()  # cells not begun never will
         if worker is not None:
             if self.task is not None:
                 worker.send(protocol.Interrupt(self.task))
@@ -176,7 +148,7 @@ class Supervisor:
             try:
                 conn, _ = self._listener.accept()
             except OSError as exc:
-                if self._stopping:
+                if self.stopping:
                     return
                 log(f"accept failed: {exc!r}")
                 time.sleep(0.1)
@@ -202,7 +174,7 @@ class Supervisor:
                 while data:
                     if piece is not None:
                         take = memoryview(data)[: piece.raw - received]
-                        self._put(piece, received, take)
+                        self.blobs.put(piece, received, take)
                         received += len(take)
                         data = data[len(take) :] if len(take) < len(data) else b""
                         if received == piece.raw:
@@ -228,24 +200,26 @@ class Supervisor:
         worker = self.worker
         match message:
             case protocol.Run(task=task, max_output=budget):
-                message = self._resolve_push(message)
+                message = self.blobs.resolve(message)
                 if message is None:
                     return
+                if worker is None:
+                    self.blobs.release(task)
+                    self._emit(Crash(task, 0, detail=self.worker_state, restarted=False))
+                    return
                 self._budgets[task] = budget
-                self._sent.append(task)
-                if worker is None or not worker.send(message):
-                    self._sent.remove(task)
-                    if self.blobs is not None:
-                        self.blobs.unpin(self._pinned.pop(task, []))
-                    why = self.worker_state if worker is None else "the worker is gone"
-                    self._emit(Crash(task, 0, detail=why, restarted=worker is not None))
-                else:
-                    worker.watch_memory()
+                with self._flush_lock:
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Interrupt(task=task):
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    if task in self._held_cells():
+                        self._interrupted.add(task)
+                    elif worker is not None and (task == self.task or task in self._sent):
+                        worker.send(message)
             case protocol.Kill(task=task):
-                if worker is not None and (task == self.task or task in self._sent):
+                known = task == self.task or task in self._sent or task in self._held_cells()
+                if worker is not None and known:
                     log(f"killing the worker: cell {task} did not stop")
                     worker.kill()
             case protocol.Hello(since=since):
@@ -265,91 +239,24 @@ class Supervisor:
                     env = {**self._configure.env, **message.env}
                     message = dataclasses.replace(message, env=env)
                 self._configure = message
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Refresh():
                 self._refresh = dataclasses.replace(message, changed=())
-                if worker is not None:
-                    worker.send(message)
+                with self._flush_lock:
+                    self._held.append(message)
+                    self._hand_over()
             case protocol.Fetch():
-                threading.Thread(target=self._fetch, args=(message,), daemon=True).start()
+                self.blobs.fetch(message)
             case protocol.Serve(host=host, token=token):
-                self._serve(host, token)
+                self.blobs.serve(host, token)
             case protocol.Ping(id=ident):
                 self.outbox.emit(protocol.encode(protocol.Pong(ident, time.time())))
             case protocol.Shutdown():
                 self._shutdown()
             case _:
                 log(f"unexpected {message.kind!r} from the kernel ignored")
-
-    # -- blobs
-
-    def _resolve_push(self, run: protocol.Run) -> protocol.Run | None:
-        """The cell with its blob references resolved to files, pinned until it ends;
-        None (and ``Missing`` sent) when the store lacks some: the kernel sends them."""
-        if not run.push or self.blobs is None:
-            return run
-        refs = {name: ref for name, ref in run.push.items() if isinstance(ref, dict)}
-        if not refs:
-            return run
-        keys = [ref["key"] for ref in refs.values()]
-        missing = self.blobs.missing(keys)
-        if missing:
-            self._emit(protocol.Missing(run.task, missing))
-            return None
-        self.blobs.pin(keys)
-        self._pinned[run.task] = keys
-        push = dict(run.push)
-        for name, ref in refs.items():
-            push[name] = {**ref, "path": self.blobs.path(ref["key"])}
-        return dataclasses.replace(run, push=push)
-
-    def _put(self, piece: protocol.Put, at: int, data: memoryview) -> None:
-        """Raw bytes of a blob piece (``at`` bytes into it) went by on the channel."""
-        assert self.blobs is not None
-        key = piece.key
-        try:
-            self.blobs.write(key, piece.size, piece.offset + at, data)
-            if piece.offset + at + len(data) < piece.size:
-                return
-            self.blobs.finish(key)
-        except (BlobError, OSError) as exc:
-            self._emit(protocol.Stored(key, False, str(exc)))
-            return
-        self._emit(protocol.Stored(key, True))
-
-    def _fetch(self, request: protocol.Fetch) -> None:
-        assert self.blobs is not None
-        key = request.key
-        if not self.blobs.has(key):
-            try:
-                fetch(
-                    self.blobs,
-                    key,
-                    request.size,
-                    request.host,
-                    request.port,
-                    request.token,
-                    request.timeout,
-                )
-            except (BlobError, OSError) as exc:
-                self._emit(protocol.Stored(key, False, str(exc)))
-                return
-        self._emit(protocol.Stored(key, True))
-
-    def _serve(self, host: str, token: str) -> None:
-        assert self.blobs is not None
-        relay = self._relay
-        if relay is None or relay.host != host or relay.token != token.encode():
-            if relay is not None:
-                relay.close()
-            try:
-                relay = self._relay = RelayServer(self.blobs, host, token)
-            except OSError as exc:
-                self._relay = None
-                self._emit(protocol.Serving(host, 0, f"cannot listen on {host}: {exc}"))
-                return
-        self._emit(protocol.Serving(host, relay.port))
 
     # -- what the worker says
 
@@ -371,51 +278,83 @@ class Supervisor:
                             worker.note_stderr(text)
             case protocol.Metrics(points=points):
                 self._points.extend(points)
-            case Started(task=task):
-                with self._flush_lock:
-                    self._flush(end=True)  # what came between cells belongs to none
-                    self.task = task
-                    self._left = self._budgets.pop(task, 10_000_000)
-                    self._dropped = 0
-                    self._tail.clear()
-                    self._emit(message, wake=False)
             case Done(task=task):
                 if self.worker is not None:
                     self.worker.drain()
                 with self._flush_lock:
                     self._finish_cell()
-                    self._emit(dataclasses.replace(message, dropped=self._dropped))
+                    self._emit(dataclasses.replace(message, dropped=self.budget.dropped))
                     self._close_cell(task)
+                    self._hand_over()
             case protocol.WorkerReady():
                 if self.worker is not None:
                     self.worker.ready = True
                 self.worker_state = "ready"
                 self._quick_deaths = 0
                 self._emit(message)
+                with self._flush_lock:
+                    self._hand_over()
             case _:  # displays, results, clears: after the lines printed before them
                 with self._flush_lock:
                     self._flush(end=False)
                     self._emit(message)
 
+    def _held_cells(self) -> list[str]:
+        return [m.task for m in self._held if isinstance(m, protocol.Run)]
+
+    def _hand_over(self) -> None:
+        """Give the worker what waits, in order, while it is free: settings at once, one
+        cell at a time (the next when it is done). Its main thread then reads the pipe
+        itself: a cell costs no thread hop there (hold ``_flush_lock``)."""
+        worker = self.worker
+        while self._held and self.task is None and worker is not None and worker.ready:
+            message = self._held.popleft()
+            if isinstance(message, protocol.Run):
+                self._sent.append(message.task)
+                self._advance()  # before the worker has it: its output is the cell's
+            if not worker.send(message):
+                return  # it died: its end reports the cell
+            if isinstance(message, protocol.Run):
+                if message.task in self._interrupted:
+                    self._interrupted.discard(message.task)
+                    worker.send(protocol.Interrupt(message.task))
+                worker.watch_memory()
+
+    def _advance(self) -> None:
+        """Start the first cell handed to the worker once the worker is free (hold
+        ``_flush_lock``).
+
+        The worker runs its cells in the order it gets them, so the supervisor knows
+        when one begins without being told: the output before that moment (read out of
+        the pipes first) belongs to no cell, and everything after it to this one, even
+        output of a subprocess that reaches its pipe before any message of the worker.
+        """
+        worker = self.worker
+        if self.task is not None or not self._sent or worker is None or not worker.ready:
+            return
+        task = self._sent[0]
+        worker.drain()
+        self._flush(end=True)
+        self.task = task
+        self.budget.start(self._budgets.pop(task, 10_000_000))
+        self._emit(Started(task), wake=False)  # it goes with the next frame, or the flush
+
     def _finish_cell(self) -> None:
         self._flush(end=True)
         self._send_metrics()
-        if self._tail:
-            self._emit(Lines(self.task, list(self._tail), panel_only=True))
-            self._tail.clear()
+        if self.budget.tail:
+            self._emit(Lines(self.task, self.budget.take_tail(), panel_only=True))
 
     def _close_cell(self, task: str | None) -> None:
         if task in self._sent:
             self._sent.remove(task)
-        pinned = self._pinned.pop(task, None) if task is not None else None
-        if pinned and self.blobs is not None:
-            self.blobs.unpin(pinned)
+        self.blobs.release(task)
         self._last_task = task
         self.task = None
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         """The worker died: report it (with everything it wrote), then start a fresh one."""
-        if self._stopping:
+        if self.stopping:
             return
         oom = worker.oom_killed()
         status, number, words = describe_exit(worker.returncode, oom, worker.killed)
@@ -429,8 +368,10 @@ class Supervisor:
         with self._flush_lock:
             running = self.task
             self._finish_cell()
-            queued = [t for t in self._sent if t != running]
+            queued = [t for t in self._sent if t != running] + self._held_cells()
             self._sent.clear()
+            self._held.clear()
+            self._interrupted.clear()
             if restart:
                 self._start_worker()  # before the kernel hears: its next cell finds it
             else:
@@ -488,7 +429,7 @@ class Supervisor:
         task = self.task
         after = None if task is not None else self._last_task
         if task is not None:
-            lines = self._within_budget(lines)
+            lines = self.budget.cut(lines)
         start, size = 0, 0
         for i, line in enumerate(lines):
             size += len(line[1]) + 16  # ~ its pickled overhead
@@ -497,81 +438,3 @@ class Supervisor:
                 start, size = i + 1, 0
         if start < len(lines):
             self._emit(Lines(task, lines[start:], partial, after))
-
-    def _within_budget(self, lines: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
-        """The lines the cell may still show; the rest is counted, its tail kept."""
-        if self._left <= 0:
-            self._tail.extend(lines)
-            self._dropped += sum(len(line[1]) + 1 for line in lines)
-            return []
-        kept = []
-        for i, line in enumerate(lines):
-            size = len(line[1]) + 1
-            if size > self._left:
-                cut = max(0, self._left - 1)
-                if cut:
-                    kept.append((line[0], line[1][:cut], line[2]))
-                self._dropped += size - cut
-                rest = lines[i + 1 :]
-                self._tail.extend(rest)
-                self._dropped += sum(len(r[1]) + 1 for r in rest)
-                self._left = 0
-                return kept
-            self._left -= size
-            kept.append(line)
-        return kept
-
-
-def _bind(path: str) -> socket.socket:
-    """Listen on ``path``, owner-only; a socket left by an earlier agent is replaced.
-
-    The socket is bound under a temporary name and renamed into place once it listens,
-    so whoever polls for ``path`` can connect as soon as it exists. Names are bound
-    relative to their folder (no other thread runs yet), as a deep home can make the full
-    path longer than the 108 bytes a socket address holds.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    temporary = f".{name}.{os.getpid()}"
-    cwd = os.getcwd()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    umask = os.umask(0o177)
-    os.chdir(folder)
-    try:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        listener.bind(temporary)
-        os.chmod(temporary, 0o600)
-        listener.listen(8)
-        os.replace(temporary, name)
-    finally:
-        os.chdir(cwd)
-        os.umask(umask)
-    return listener
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: set the node's environment, bind, serve until shutdown."""
-    parser = argparse.ArgumentParser(prog="python -m skyward.agent", description=__doc__)
-    parser.add_argument("--socket", required=True, help="UNIX socket path to listen on")
-    parser.add_argument("--node", type=int, default=0, help="this node's index")
-    parser.add_argument("--nodes", type=int, default=1, help="number of nodes in the cluster")
-    parser.add_argument("--cluster", default="", help="the cluster's id")
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=None,
-        help="seconds without a word from the kernel before the instance shuts itself down",
-    )
-    parser.add_argument(
-        "--on-orphan", default="", help="shell command that shuts this instance down"
-    )
-    args = parser.parse_args(argv)
-    os.environ["SKYWARD_NODE"] = str(args.node)
-    os.environ["SKYWARD_NODES"] = str(args.nodes)
-    os.environ["SKYWARD_CLUSTER"] = args.cluster
-    supervisor = Supervisor(
-        args.socket, args.node, args.nodes, args.cluster, args.grace, args.on_orphan
-    )
-    supervisor.start()
-    return supervisor.wait()

@@ -1,6 +1,8 @@
 """The worker: the process on a node that holds the namespace and runs cells with IPython.
 
-``python -m skyward.agent.worker --commands FD --events FD``, started by the supervisor.
+``python -m skyward.agent.worker --commands FD --control FD --events FD``, started by the
+supervisor, which hands it one cell at a time: the main thread reads cells and settings
+from the command pipe itself, a control thread reads interrupts from their own pipe.
 A cell is run by IPython's own ``InteractiveShell`` (core only: no kernel, no ZMQ), so it
 has a local cell's semantics by construction: ``;``, ``Out``/``_``, pretty printing,
 magics, ``!cmd``, ``display()``, ``matplotlib-inline`` figures, IPython's tracebacks.
@@ -27,20 +29,17 @@ import time
 import traceback
 from contextlib import contextmanager
 from functools import cache
-from itertools import groupby
-from operator import itemgetter
-from queue import SimpleQueue
 from typing import Any
 
 from .. import protocol, remote, wire
-from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run, Started
+from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run
 from .code import refresh
+from .history import OutputHistory, join_runs
 from .streams import Writer, child_streams
 
 __all__ = ["Worker", "main"]
 
 FLUSH_INTERVAL = 0.01  # seconds between two sends of what the cell printed
-_name, _text = itemgetter(0), itemgetter(1)
 
 
 def _plain(value: Any) -> Any:
@@ -59,27 +58,27 @@ def _plain(value: Any) -> Any:
 class Worker:
     """Runs cells from the command pipe; writes messages to the event pipe."""
 
-    def __init__(self, commands: int, events: int) -> None:
+    def __init__(self, commands: int, control: int, events: int) -> None:
         self._commands = commands
+        self._control = control
         self._events = events
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.chunks: list[tuple[str, str]] = []
         self._held: tuple[str, str] | None = None
         self._points: list[tuple[str, float, float]] = []
-        self._queue: SimpleQueue[protocol.Message | None] = SimpleQueue()
         self._state = threading.Lock()  # guards the fields below
         self.task: str | None = None
         self._interruptible = False
         self._critical = 0
         self._deferred = False
         self._interrupt_pending = False
-        self._queued: set[str] = set()
         self._cancelled: set[str] = set()
         self._sigints = 0
         self._main = threading.main_thread().ident
         self.last_traceback: list[str] | None = None
         self.shell: Any = None
+        self.history = OutputHistory(lambda: self.shell.history_manager.outputs)
 
     # -- messages out
 
@@ -121,7 +120,8 @@ class Worker:
             if items:
                 # print() writes its text and its newline apart: one string per run of
                 # a stream, not two tuples per line, is what crosses the pipe
-                joined = [(name, "".join(map(_text, run))) for name, run in groupby(items, _name)]
+                joined = join_runs(items)
+                self.history.taken(items, joined)
                 parts.append(wire.encode(protocol.encode(protocol.Stream(joined))))
         if self._points:
             points, self._points = self._points, []
@@ -162,33 +162,39 @@ class Worker:
                 except OSError:
                     os._exit(1)  # the supervisor is gone
 
+    def record_output(self, count: int | None) -> None:
+        """Keep what is printed from now on in IPython's output history as cell ``count``'s
+        (None: the cell ended)."""
+        with self._critical_section():
+            if count is None:
+                self.history.stop(self.chunks)
+            else:
+                self.history.start(count, self.chunks)
+
+    def note_output(self) -> None:
+        """Record what waits unsent in the history now (a result is about to enter it)."""
+        with self._critical_section():
+            self.history.note(self.chunks)
+
     def record_metric(self, name: str, value: float, stamp: float) -> None:
         """``skyward.metric()`` in a cell: sent with the next flush."""
         self._points.append((name, value, stamp))
 
     # -- commands in
 
-    def _command_loop(self) -> None:
+    def _control_loop(self) -> None:
         decoder = wire.FrameDecoder(plain=True)
         while True:
             try:
-                data = os.read(self._commands, 1 << 20)
+                data = os.read(self._control, 1 << 16)
             except OSError:
                 data = b""
             if not data:
                 os._exit(0)  # the supervisor closed our pipe: it is gone or stopping
             for frame in decoder.feed(data):
                 message = protocol.decode(frame)
-                if isinstance(message, Run):
-                    with self._state:
-                        self._queued.add(message.task)
-                    self._queue.put(message)
-                elif isinstance(message, protocol.Interrupt):
+                if isinstance(message, protocol.Interrupt):
                     self._interrupt(message.task)
-                elif isinstance(message, protocol.Shutdown):
-                    self._queue.put(None)
-                else:
-                    self._queue.put(message)
 
     def _interrupt(self, task: str) -> None:
         with self._state:
@@ -197,7 +203,9 @@ class Worker:
                     threading.Thread(target=self._kick, args=(task,), daemon=True).start()
                 else:
                     self._interrupt_pending = True
-            elif task in self._queued:
+            else:  # handed over, and its frame not read yet: it stops as it starts
+                if len(self._cancelled) > 100:  # ones that ended before their interrupt
+                    self._cancelled.clear()
                 self._cancelled.add(task)
 
     def _kick(self, task: str) -> None:
@@ -223,30 +231,39 @@ class Worker:
     # -- cells
 
     def serve(self) -> None:
-        """Start the shell, say ready, then run what the command pipe sends."""
+        """Start the shell, say ready, then run what the command pipe sends (read here, on
+        the main thread: a cell reaches IPython with no thread in between)."""
         from .shell import make_shell
 
         self.shell = make_shell(self)
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        for target in (self._command_loop, self._flush_loop):
+        for target in (self._control_loop, self._flush_loop):
             threading.Thread(target=target, daemon=True).start()
         import IPython
 
         self.send(protocol.WorkerReady(os.getpid(), IPython.__version__))
+        decoder = wire.FrameDecoder(plain=True)
         while True:
-            message = self._queue.get()
-            if message is None:
-                return
             try:
-                if isinstance(message, Run):
-                    self._run(message)
-                elif isinstance(message, Configure):
-                    self._configure(message)
-                elif isinstance(message, protocol.Refresh):
-                    refresh(message)
-            except KeyboardInterrupt:
-                continue  # an interrupt that arrived after its cell ended
+                data = os.read(self._commands, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                return  # the supervisor closed our pipe: it is gone or stopping
+            for frame in decoder.feed(data):
+                message = protocol.decode(frame)
+                if isinstance(message, protocol.Shutdown):
+                    return
+                try:
+                    if isinstance(message, Run):
+                        self._run(message)
+                    elif isinstance(message, Configure):
+                        self._configure(message)
+                    elif isinstance(message, protocol.Refresh):
+                        refresh(message)
+                except KeyboardInterrupt:
+                    continue  # an interrupt that arrived after its cell ended
 
     def _configure(self, message: Configure) -> None:
         os.environ.update({str(k): str(v) for k, v in message.env.items()})
@@ -261,10 +278,8 @@ class Worker:
         task = message.task
         with self._state:
             self.task = task
-            self._queued.discard(task)
             self._interrupt_pending = task in self._cancelled
             self._cancelled.discard(task)
-        self.send(Started(task))
         began = time.perf_counter()
         error = self._load_push(message.push) if message.push else None
         if error is None:
@@ -425,11 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     global _IPYTHON_DIR
     parser = argparse.ArgumentParser(prog="python -m skyward.agent.worker")
     parser.add_argument("--commands", type=int, required=True, help="fd to read commands from")
+    parser.add_argument("--control", type=int, required=True, help="fd to read interrupts from")
     parser.add_argument("--events", type=int, required=True, help="fd to write messages to")
     args = parser.parse_args(argv)
-    for fd in (args.commands, args.events):
+    for fd in (args.commands, args.control, args.events):
         os.set_inheritable(fd, False)  # a cell's subprocesses must not hold our pipes
-    worker = Worker(args.commands, args.events)
+    worker = Worker(args.commands, args.control, args.events)
     sys.stdout = Writer("stdout", 1, worker.chunks.append, worker.flush_streams)
     sys.stderr = Writer("stderr", 2, worker.chunks.append, worker.flush_streams)
     os.register_at_fork(after_in_child=child_streams)
