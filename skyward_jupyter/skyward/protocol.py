@@ -86,7 +86,8 @@ class Run(Message):
     cloudpickle inline, a large one as a reference to a stored blob (``{"key": k,
     "parts": [[offset, length], ...]}``: the pickle stream, then its out-of-band buffers);
     ``pull`` names variables sent back pickled in ``Done.pulled``; output past
-    ``max_output`` characters is cut."""
+    ``max_output`` characters is cut. ``interrupted``: the cell was interrupted while it
+    waited its turn (the supervisor says so): it stops as it starts, running nothing."""
 
     task: str
     code: str
@@ -94,6 +95,7 @@ class Run(Message):
     push: dict[str, Any] | None = None
     pull: tuple[str, ...] = ()
     max_output: int = 10_000_000
+    interrupted: bool = False
 
 
 @_message("interrupt")

@@ -277,7 +277,7 @@ class Worker:
         task = message.task
         with self._state:
             self.task = task
-            self._interrupt_pending = task in self._cancelled
+            self._interrupt_pending = message.interrupted or task in self._cancelled
             self._cancelled.discard(task)
         began = time.perf_counter()
         error = self._load_push(message.push) if message.push else None
