@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from skyward import messages, wire
 from skyward import protocol as P
-from skyward import wire
 
 ERROR = P.ErrorInfo(
     "ZeroDivisionError",
@@ -50,7 +50,7 @@ SAMPLES: list[P.Message] = [
 
 
 def test_every_kind_has_a_sample() -> None:
-    assert sorted(type(m).kind for m in SAMPLES) == sorted(P._KINDS)
+    assert sorted(type(m).kind for m in SAMPLES) == sorted(messages._KINDS)
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).kind)

@@ -448,6 +448,29 @@ def test_the_oom_killer_is_named(fresh: AgentProcess, tmp_path: Path) -> None:
     c.close()
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie nobody reaps counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_supervisor_takes_its_worker_and_the_running_cell(fresh: AgentProcess) -> None:
+    c = fresh.client()
+    pid = int(c.run("import os\nos.getpid()")[1])
+    task = c.exec("while True:\n    pass")  # a cell that never ends by itself
+    assert c.recv() == P.Started(task)
+    fresh.proc.kill()  # SIGKILL: the supervisor cannot stop its worker itself
+    fresh.proc.wait()
+    deadline = time.monotonic() + 5
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _gone(pid), "the worker outlived its supervisor, running user code unsupervised"
+    c.close()
+
+
 def test_new_connection_replaces_old(agent: AgentProcess, client: Client) -> None:
     newer = agent.client(since=1 << 62)
     try:

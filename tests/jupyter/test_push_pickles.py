@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 from skyward.agent.blobs import BlobStore
-from skyward.agent.worker import load_blob
+from skyward.agent.variables import load_blob
 from skyward.jupyter.variables import pickle_push
 from skyward.payload import ALIGN, INLINE
 

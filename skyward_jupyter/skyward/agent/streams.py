@@ -14,9 +14,10 @@ import codecs
 import io
 import sys
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-__all__ = ["Writer", "child_streams"]
+__all__ = ["Writer", "child_streams", "flush_c_streams"]
 
 
 class _Std:
@@ -84,3 +85,27 @@ def child_streams() -> None:
     for fd, attr in ((1, "stdout"), (2, "stderr")):
         raw = io.BufferedWriter(io.FileIO(fd, "w", closefd=False))
         setattr(sys, attr, io.TextIOWrapper(raw, "utf-8", "replace", line_buffering=True))
+
+
+@cache
+def _libc() -> Any:
+    """The C library (for ``fflush``), loaded once; None where there is none."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None)
+    except Exception:
+        return None
+
+
+def flush_c_streams() -> None:
+    """What C code and ``sys.__stdout__`` buffered goes into the pipes before "done"."""
+    libc = _libc()
+    if libc is not None:
+        libc.fflush(None)
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass

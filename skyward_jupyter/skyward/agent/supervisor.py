@@ -312,12 +312,12 @@ class Supervisor:
             if isinstance(message, protocol.Run):
                 self._sent.append(message.task)
                 self._advance()  # before the worker has it: its output is the cell's
+                if message.task in self._interrupted:  # it goes with its interrupt
+                    self._interrupted.discard(message.task)
+                    message = dataclasses.replace(message, interrupted=True)
             if not worker.send(message):
                 return  # it died: its end reports the cell
             if isinstance(message, protocol.Run):
-                if message.task in self._interrupted:
-                    self._interrupted.discard(message.task)
-                    worker.send(protocol.Interrupt(message.task))
                 worker.watch_memory()
 
     def _advance(self) -> None:

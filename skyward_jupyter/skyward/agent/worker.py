@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import base64
 import builtins
-import mmap
 import os
 import signal
 import sys
@@ -28,14 +27,14 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 from .. import protocol, remote, wire
 from ..protocol import Clear, Configure, Display, Done, ErrorInfo, Result, Run
 from .code import refresh
 from .history import OutputHistory, join_runs
-from .streams import Writer, child_streams
+from .streams import Writer, child_streams, flush_c_streams
+from .variables import load_blob, pull
 
 __all__ = ["Worker", "main"]
 
@@ -278,7 +277,7 @@ class Worker:
         task = message.task
         with self._state:
             self.task = task
-            self._interrupt_pending = task in self._cancelled
+            self._interrupt_pending = message.interrupted or task in self._cancelled
             self._cancelled.discard(task)
         began = time.perf_counter()
         error = self._load_push(message.push) if message.push else None
@@ -287,7 +286,7 @@ class Worker:
         pulled = pull_error = None
         if error is None and message.pull:
             pulled, pull_error = self._pull(message.pull)
-        _flush_c_streams()
+        flush_c_streams()
         done = Done(task, error is None, time.perf_counter() - began, error, pulled, pull_error)
         self.send(done)
         with self._state:
@@ -360,16 +359,7 @@ class Worker:
         return None
 
     def _pull(self, names: tuple[str, ...]) -> tuple[bytes | None, str | None]:
-        namespace = self.shell.user_ns
-        missing = [n for n in names if n not in namespace]
-        if missing:
-            return None, f"not defined on this node: {', '.join(missing)}"
-        try:
-            import cloudpickle
-
-            return cloudpickle.dumps({n: namespace[n] for n in names}), None
-        except Exception as exc:
-            return None, f"cannot pickle {', '.join(names)}: {type(exc).__name__}: {exc}"
+        return pull(self.shell.user_ns, names)
 
     # -- what IPython publishes
 
@@ -392,47 +382,6 @@ class Worker:
 
 _IPYTHON_DIR = ""
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def load_blob(path: str, parts: list[list[int]]) -> Any:
-    """A pushed variable from its blob: the pickle stream, its buffers read in place.
-
-    The file is mapped copy-on-write: arrays are backed by the page cache (no copy, no
-    second read of the bytes) and stay writable; a write copies only the pages it
-    touches, and never reaches the stored blob.
-    """
-    import pickle
-
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        mapped = mmap.mmap(handle.fileno(), size, flags=mmap.MAP_PRIVATE) if size else bytearray()
-    view = memoryview(mapped)
-    (start, length), buffers = parts[0], parts[1:]
-    return pickle.loads(view[start : start + length], buffers=[view[o : o + n] for o, n in buffers])
-
-
-@cache
-def _libc() -> Any:
-    """The C library (for ``fflush``), loaded once; None where there is none."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None)
-    except Exception:
-        return None
-
-
-def _flush_c_streams() -> None:
-    """What C code and ``sys.__stdout__`` buffered goes into the pipes before "done"."""
-    libc = _libc()
-    if libc is not None:
-        libc.fflush(None)
-    for stream in (sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

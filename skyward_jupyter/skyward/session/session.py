@@ -24,10 +24,10 @@ from ..core.ledger import ClusterEntry, Ledger, LedgerEntry
 from ..core.lifecycle import Lifecycle, ProviderFor
 from ..core.orphans import OrphanCleaner
 from ..core.provider import Provider
-from ..core.registry import ClusterRecord, ClusterState, InstanceRecord, NodeState, Registry
+from ..core.registry import ClusterRecord, ClusterState, InstanceRecord, Registry
 from ..core.requests import AttachRequested, OrphansDestroyed, OrphansDestroyRequested
 from ..core.watch import Watcher
-from ..errors import BootstrapError, LedgerError, NodeUnavailable, ProvisionError, UsageError
+from ..errors import BootstrapError, LedgerError, ProvisionError, UsageError
 from ..events import (
     BootstrapFailed,
     ClusterReady,
@@ -49,6 +49,7 @@ from .cells import CellRun, Cells, SecondInterrupt
 from .files import Progress, transfer
 from .local_code import CODE
 from .nodes import node_settings
+from .selection import select_nodes
 from .status import ClusterStatus, Destroyed, NodeStatus, cluster_status
 
 __all__ = [
@@ -221,66 +222,9 @@ class Session:
         say: Callable[[str], None] = print,
     ) -> list[NodeInstance]:
         """The nodes a cell should run on (every node of the cluster when ``targets`` is
-        None). A node being replaced is waited for (``say`` tells the user so) up to
-        ``timeout`` seconds, or fails at once when not ``wait``; a node that is lost or
-        not in the cluster fails. Never fewer nodes than asked for."""
+        None); see ``session.selection``. Never fewer nodes than asked for."""
         record = self.ready_cluster()
-        known = sorted(record.nodes)
-        wanted = known if targets is None else sorted(set(targets))
-        unknown = [t for t in wanted if t not in record.nodes]
-        if unknown:
-            raise NodeUnavailable(
-                f"no node {_ids(unknown)} in this cluster (nodes are {_ids(known)}); "
-                "the cell did not run",
-                unknown,
-            )
-        await self._await_replacements(record, wanted, wait, timeout, say)
-        ready = {n.node: n for n in record.node_instances()}
-        missing = [t for t in wanted if t not in ready]
-        if missing:
-            reasons = "; ".join(
-                f"node {t} is {record.nodes[t].state.value}"
-                + (f" ({record.nodes[t].reason})" if record.nodes[t].reason else "")
-                for t in missing
-            )
-            others = [t for t in known if t in ready]
-            hint = f"; `--on {','.join(map(str, others))}` runs it on the others" if others else ""
-            raise NodeUnavailable(f"{reasons}: the cell did not run{hint}", missing)
-        return [ready[t] for t in wanted]
-
-    async def _await_replacements(
-        self,
-        record: ClusterRecord,
-        wanted: list[int],
-        wait: bool,
-        timeout: float | None,
-        say: Callable[[str], None],
-    ) -> None:
-        replacing = [t for t in wanted if record.nodes[t].state is NodeState.REPLACING]
-        if not replacing:
-            return
-        which = f"node {_ids(replacing)}"
-        why = record.nodes[replacing[0]].reason
-        if not wait:
-            raise NodeUnavailable(
-                f"{which} is being replaced ({why}); the cell did not run (--no-wait)",
-                replacing,
-            )
-        limit = timeout or record.spec.launch_timeout + record.spec.bootstrap_timeout
-        say(
-            f"skyward: {which} is being replaced ({why}); the cell waits for it "
-            f"(at most {limit:g} s; --no-wait fails at once instead)"
-        )
-        try:
-            async with asyncio.timeout(limit):
-                await asyncio.gather(
-                    *(self.watcher.replacement(record.id, t, limit) for t in replacing)
-                )
-        except TimeoutError:
-            raise NodeUnavailable(
-                f"{which} is still being replaced after {limit:g} s; the cell did not run",
-                replacing,
-            ) from None
+        return await select_nodes(record, self.watcher, targets, wait, timeout, say)
 
     async def replacement(self, node: int) -> NodeInstance | None:
         """Wait for the node replacing a lost ``node`` to be ready (None if not replaced)."""
@@ -451,7 +395,3 @@ def _provider_for(name: str, spec: ClusterSpec) -> Provider[Any]:
     from ..providers import provider_for
 
     return provider_for(name, spec)
-
-
-def _ids(nodes: list[int]) -> str:
-    return ", ".join(map(str, nodes))

@@ -60,6 +60,7 @@ AGENT_MODULES = (
     "remote.py",
     "wire.py",
     "protocol.py",
+    "messages.py",
     "lines.py",
     "agent/__init__.py",
     "agent/__main__.py",
@@ -78,6 +79,7 @@ AGENT_MODULES = (
     "agent/streams.py",
     "agent/shell.py",
     "agent/worker.py",
+    "agent/variables.py",
 )
 
 
