@@ -24,7 +24,8 @@ from .transfer_bar import TransferBar
 __all__ = ["attach", "check_orphans", "down", "down_orphans", "files", "offers", "status", "up"]
 
 
-def _warn(text: str) -> None:
+def warn(text: str) -> None:
+    """A line for the user on stderr (a warning, not the command's result)."""
     print(text, file=sys.stderr)
 
 
@@ -72,7 +73,7 @@ def _chosen(name: str, offer: Any, compared: int) -> str:
 
 def status(session: Session) -> None:
     for line in session.ledger_lines():
-        _warn(line)
+        warn(line)
     found = session.status()
     if found is None:
         print("no cluster: start one with `%skyward up --provider container`")
@@ -120,8 +121,8 @@ async def offers(session: Session, args: Any) -> None:
 
 async def files(session: Session, name: str, args: Any) -> None:
     """``%skyward sync|get|put``."""
-    nodes = await session.select(options.parse_targets(getattr(args, "on", "all")), say=_warn)
-    await session.transfer(name, nodes, args, print, _warn, TransferBar)
+    nodes = await session.select(options.parse_targets(getattr(args, "on", "all")), say=warn)
+    await session.transfer(name, nodes, args, print, warn, TransferBar)
 
 
 # -- the orphans of dead kernels ---------------------------------------------------------
@@ -135,7 +136,7 @@ async def down_orphans(session: Session) -> None:
     print(_describe_orphans(orphans, "destroying", leftovers))
     answer = await session.destroy_orphans(orphans)
     for failure in answer.failures:
-        _warn(f"could not destroy {failure}")
+        warn(f"could not destroy {failure}")
     print(f"destroyed {answer.destroyed} of {len(orphans)} orphaned instance(s)")
 
 
@@ -172,9 +173,9 @@ def check_orphans(session: Session) -> None:
         found, leftovers = session.orphans()
     except Exception as exc:  # the ledger never stops %load_ext
         found, leftovers = [], []
-        _warn(f"skyward: {exc}")
+        warn(f"skyward: {exc}")
     for line in session.ledger_notices():
-        _warn(line)
+        warn(line)
     kept = [e for e in found if e.keep]
     doomed = [e for e in found if not e.keep]
     if kept:

@@ -10,7 +10,6 @@ exception (a failing cell fails "Run All").
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from IPython.core.error import UsageError
 from ..errors import CellTimeout, InstancePreemptedError, SkywardError
 from ..session import CellRun, Session
 from . import envsync, options
+from .commands import warn
 from .kernel import KERNEL
 from .output import CellOutput
 from .remote_errors import combine
@@ -28,10 +28,6 @@ from .variables import LARGE_PUSH, describe_size, pickle_push, select_push
 from .waker import WAKER
 
 __all__ = ["run_cell"]
-
-
-def _warn(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 async def run_cell(session: Session, args: Any, code: str, line: str) -> None:
@@ -47,7 +43,7 @@ async def run_cell(session: Session, args: Any, code: str, line: str) -> None:
     preempted = [a for a in cell.results.values() if isinstance(a, InstancePreemptedError)]
     if preempted and args.retry_on_preemption and not interrupted:
         for error in preempted:
-            _warn(
+            warn(
                 f"skyward: node {error.node} was lost ({error.reason}); running the cell again "
                 "on its replacement"
             )
@@ -90,7 +86,7 @@ async def _run_once(
     forced = options.parse_names("--push", args.push)
     budget = options.parse_size("--max-output", args.max_output)
     start = time.monotonic()
-    nodes = await session.select(targets, wait=not args.no_wait, timeout=args.timeout, say=_warn)
+    nodes = await session.select(targets, wait=not args.no_wait, timeout=args.timeout, say=warn)
     timeout = args.timeout
     if timeout is not None:  # the wait for a replacement counts against --timeout
         timeout = max(0.001, timeout - (time.monotonic() - start))
@@ -101,14 +97,14 @@ async def _run_once(
     size = sum(payload.size for payload in unsent.values())
     if size > LARGE_PUSH:
         sizes = ", ".join(f"{k}: {describe_size(v.size)}" for k, v in unsent.items())
-        _warn(
+        warn(
             f"skyward: sending {describe_size(size)} of variables to {len(nodes)} node(s) ({sizes})"
         )
     count = shell.execution_count if shell is not None else 0
     try:
         await session.before_cell(nodes)
     except Exception as exc:  # the cell still runs
-        _warn(f"skyward: could not send the kernel's local modules: {exc}")
+        warn(f"skyward: could not send the kernel's local modules: {exc}")
     cell = session.prepare(nodes, count)
     prefixed = session.size() > 1
     tasks = {cell.task_ids[n.node]: n.node for n in nodes}

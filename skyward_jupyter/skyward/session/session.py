@@ -351,8 +351,7 @@ class Session:
         """Destroy every live cluster, close the channels, then stop the bus."""
         for record in self.registry.live():
             await self.shutdown(record.id)
-        await self.agents.aclose()
-        await self.bus.aclose()
+        await self.detach()
 
     async def detach(self) -> None:
         """Close the channels and stop the bus (what is launched is left to ``close_sync``)."""
