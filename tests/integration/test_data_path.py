@@ -1,8 +1,9 @@
 """Pushed variables cross the kernel's link once: by content, fanned out by the head node.
 
 Bytes are counted where they really go: ``ss`` reports, for each TCP connection of the
-kernel's process, the bytes it sent; each node's SSH server listens on its own loopback
-address, so each connection is one node's share of the kernel's uplink.
+kernel's process, the bytes it sent; each node listens on its own loopback address (its
+SSH server, and its relay, which takes the kernel's blobs straight when the node is on
+this machine), so a node's connections are its share of the kernel's uplink.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def value(kernel, expression):
     return json.loads(ok(kernel, f"print(__import__('json').dumps({expression}))").text())
 
 
-def sent_per_node(kernel) -> dict[int, int]:
-    """Bytes the kernel's process has sent on its connection to each node's SSH server."""
+def sent_per_node(kernel, ssh_only: bool = False) -> dict[int, int]:
+    """Bytes the kernel's process has sent on its connections to each node (``ssh_only``:
+    to its SSH server alone)."""
     pid = value(kernel, "os.getpid()")
     nodes = value(
         kernel,
@@ -43,26 +45,26 @@ def sent_per_node(kernel) -> dict[int, int]:
         "__import__('skyward.jupyter.extension', fromlist=['session']).session()"
         ".ready_cluster().node_instances()]",
     )
-    by_address = {f"{ip}:{port}": node for node, ip, port in nodes}
+    by_ip = {ip: (node, port) for node, ip, port in nodes}
     lines = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True).stdout.splitlines()
-    sent = dict.fromkeys(by_address.values(), 0)
+    sent = dict.fromkeys((node for node, _ in by_ip.values()), 0)
     for head, info in zip(lines, lines[1:], strict=False):
         if head[:1].isspace() or f"pid={pid}," not in head:
             continue
-        fields = head.split()
-        node = by_address.get(fields[4])
+        ip, _, port = head.split()[4].rpartition(":")
+        node, ssh_port = by_ip.get(ip, (None, 0))
         found = re.search(r"bytes_sent:(\d+)", info)
-        if node is not None and found:
+        if node is not None and found and (not ssh_only or int(port) == ssh_port):
             sent[node] += int(found[1])
     return sent
 
 
-def pushed(kernel, code, nodes=None):
+def pushed(kernel, code, nodes=None, ssh_only=False):
     """Run ``code`` remotely; the bytes sent to each node meanwhile, and each value."""
-    before = sent_per_node(kernel)
+    before = sent_per_node(kernel, ssh_only)
     on = "" if nodes is None else f" --on {nodes}"
     result = ok(kernel, f"%%skyward run{on}\n{code}", timeout=300)
-    after = sent_per_node(kernel)
+    after = sent_per_node(kernel, ssh_only)
     return {n: after[n] - before[n] for n in after}, result.values()
 
 
@@ -91,6 +93,24 @@ def test_four_nodes_cost_the_kernel_one_upload_and_hold_identical_bytes(k):
     assert all(sent[n] < 1 * MB for n in (1, 2, 3)), sent  # ...the others fetched it from there
     kernel_digest = value(k, NODE_DIGEST.format(name="x4"))
     assert values == {n: repr(kernel_digest) for n in range(4)}
+
+
+def test_nodes_on_this_machine_take_blobs_beside_ssh_and_over_it_when_told(k):
+    ok(k, f"xd = {ARRAY.format(seed=11)}")
+    sent, values = pushed(k, NODE_DIGEST.format(name="xd"), ssh_only=True)
+    digest = value(k, NODE_DIGEST.format(name="xd"))
+    assert values == {n: repr(digest) for n in range(4)}
+    assert all(n < 1 * MB for n in sent.values()), sent  # into the head's relay, not SSH
+
+    ok(k, "os.environ['SKYWARD_PUSH_OVER_SSH'] = '1'")
+    try:
+        ok(k, "xd[0] = 7.0")
+        sent, values = pushed(k, NODE_DIGEST.format(name="xd"), ssh_only=True)
+    finally:
+        ok(k, "del os.environ['SKYWARD_PUSH_OVER_SSH']")
+    digest = value(k, NODE_DIGEST.format(name="xd"))
+    assert values == {n: repr(digest) for n in range(4)}
+    assert sent[0] > 100 * MB and all(sent[n] < 1 * MB for n in (1, 2, 3)), sent
 
 
 def test_a_node_that_cannot_reach_the_head_gets_the_data_from_the_kernel(k):

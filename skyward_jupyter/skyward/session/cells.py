@@ -21,6 +21,7 @@ from ..protocol import Run
 from ..transport import fanout
 from ..transport.agent_client import Answer
 from ..transport.agents import Agents
+from ..transport.upload import Uploader, direct_allowed
 
 __all__ = ["CellRun", "Cells"]
 
@@ -49,6 +50,7 @@ class Cells:
     def __init__(self, agents: Agents) -> None:
         self.agents = agents.clients
         self._relay_tokens: dict[str, str] = {}
+        self._uploaders: dict[str, Uploader] = {}
 
     def unsent(self, nodes: list[NodeInstance], push: dict[str, Payload]) -> dict[str, Payload]:
         """The variables of ``push`` that some of ``nodes`` do not hold yet."""
@@ -60,15 +62,23 @@ class Cells:
         }
 
     def relay(self, cluster_id: str, nodes: list[NodeInstance]) -> fanout.Relay | None:
-        """The cluster's head node as a relay of blobs (None with one node)."""
-        if len(nodes) < 2:
-            return None
-        head = self.agents.get(nodes[0].instance.id)
+        """The cluster's head node as a relay of blobs: for the other nodes, and for this
+        kernel when the head is on this machine (``upload.direct_allowed``); None for
+        one node elsewhere."""
+        for gone in [i for i in self._uploaders if i not in self.agents]:
+            self._uploaders.pop(gone).close()
+        head = self.agents.get(nodes[0].instance.id) if nodes else None
         if head is None or not head.connected:
             return None
-        token = self._relay_tokens.setdefault(cluster_id, secrets.token_hex(16))
         instance = nodes[0].instance
-        return fanout.Relay(head, instance.private_ip or instance.ip, token)
+        host = instance.private_ip or instance.ip
+        uploader = None
+        if direct_allowed(host):
+            uploader = self._uploaders.setdefault(instance.id, Uploader(nodes[0].node))
+        if len(nodes) < 2 and (uploader is None or uploader.failed):
+            return None
+        token = self._relay_tokens.setdefault(cluster_id, secrets.token_hex(16))
+        return fanout.Relay(head, host, token, uploader)
 
     async def run(
         self,

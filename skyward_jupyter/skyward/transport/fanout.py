@@ -6,7 +6,8 @@ network as it arrives; the others fetch it from there in parallel and check its 
 against the head's. A node that
 cannot reach the head is found out by that fetch (a connect timeout of
 ``REACH_TIMEOUT``): it gets the blob straight from the kernel, now and for the rest of
-its life (``AgentClient.reaches_head``).
+its life (``AgentClient.reaches_head``). A head on this machine takes the kernel's
+blobs straight into its relay (``upload.py``), not through SSH.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import AgentError
 from ..payload import Payload
 from ..protocol import Missing, Run
 from .agent_client import AgentClient, Answer
+from .upload import Uploader
 
 __all__ = ["REACH_TIMEOUT", "Relay", "deliver", "execute", "run_push"]
 
@@ -30,10 +32,14 @@ REACH_TIMEOUT = 2.0  # seconds a node tries to connect to the head's relay
 
 class Relay:
     """The head node's agent, the private address it serves blobs on, the cluster's
-    token."""
+    token; ``uploader`` where the kernel may send the head's blobs to that address
+    directly (a head on this machine)."""
 
-    def __init__(self, head: AgentClient, host: str, token: str) -> None:
+    def __init__(
+        self, head: AgentClient, host: str, token: str, uploader: Uploader | None = None
+    ) -> None:
         self.head, self.host, self.token = head, host, token
+        self.uploader = uploader
 
 
 def run_push(payloads: dict[str, Payload]) -> dict[str, Any] | None:
@@ -59,7 +65,30 @@ async def deliver(
             if others and (len(needing) > 1 or payload.key in relay.head.blobs):
                 direct = [a for a in needing if a is not relay.head and a not in others]
                 direct += await _through_head(relay, payload, others)
-        await asyncio.gather(*(a.put(payload) for a in direct))
+        await asyncio.gather(
+            *(
+                _to_head(relay, payload, False)
+                if relay is not None and a is relay.head
+                else a.put(payload)
+                for a in direct
+            )
+        )
+
+
+async def _to_head(relay: Relay, payload: Payload, digest: bool) -> None:
+    """Give the head the blob: into its relay when it is on this machine (``digest``:
+    others will fetch it), else (or if that fails) over SSH."""
+    head, uploader = relay.head, relay.uploader
+    if uploader is not None and not uploader.failed:
+        try:
+            host, port = await head.serve(relay.host, relay.token)
+            await uploader.send(payload, host, port, relay.token, digest)
+        except AgentError as exc:
+            log.warning("skyward: %s; sending it over SSH from now on", exc)
+        else:
+            head.blobs.add(payload.key)
+            return
+    await head.put(payload)
 
 
 async def _through_head(relay: Relay, payload: Payload, others: list[AgentClient]) -> list[Any]:
@@ -73,7 +102,9 @@ async def _through_head(relay: Relay, payload: Payload, others: list[AgentClient
         if payload.key not in head.blobs:
             await head.put(payload)
         return others
-    sending = None if payload.key in head.blobs else asyncio.ensure_future(head.put(payload))
+    sending = (
+        None if payload.key in head.blobs else asyncio.ensure_future(_to_head(relay, payload, True))
+    )
     fetches = [asyncio.ensure_future(a.fetch(payload, host, port, relay.token)) for a in others]
     try:
         if sending is not None:
