@@ -21,21 +21,11 @@ import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    first,
-    no_note,
-)
+from ...core.provider import InstanceState, StatusReport, first, no_note
 from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
+from ...model import Instance
 from ..cloud import caller_cidr, describe_machine
 from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
 from .catalog import AMI_PARAMETERS, SPOT_INTERRUPTION_CODES, cloud_config
@@ -46,7 +36,13 @@ from .cluster import (
     delete_resources,
     find_group,
 )
-from .offers import Attempt, adopted, find_attempts, label
+from .offers import adopted, find_attempts, label
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources
+    from ...events import InstanceId, ProviderName
+    from ...model import ClusterSpec, Offer
+    from .offers import Attempt
 
 __all__ = ["AwsContext", "AwsProvider"]
 

@@ -23,26 +23,22 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterContext,
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    no_note,
-)
+from ...core.provider import ClusterContext, InstanceState, StatusReport, no_note
 from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
+from ...model import Instance
 from ..cloud import caller_cidr, describe_machine
 from .api import ENDPOINT_ENV, ComputeApi
 from .catalog import HOST_KEY_ATTRIBUTE, IMAGES, startup_script
 from .firewall import NETWORK, delete_firewall, firewall_rules, warn_if_ssh_is_open
-from .offers import Attempt, find_attempts, find_zones, label
+from .offers import find_attempts, find_zones, label
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources
+    from ...events import InstanceId, ProviderName
+    from ...model import ClusterSpec, Offer
+    from .offers import Attempt
 
 __all__ = ["GcpContext", "GcpProvider"]
 

@@ -31,24 +31,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    Resources,
-    StatusReport,
-    first,
-)
+from ...core.provider import InstanceState, StatusReport, first
 from ...errors import ProvisionError
-from ...events import InstanceId
-from ...model import ClusterSpec, Instance
 from ..bootscript import boot_script
-from ..cloud import Candidate
 from ..httpcloud import CloudCluster, HttpCloud
 from .api import CREDENTIAL, ENDPOINT, TokenAuth, classify, text_id
 from .catalog import GONE_STATES, STATES, candidates
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, Resources
+    from ...events import InstanceId
+    from ...model import ClusterSpec, Instance
+    from ..cloud import Candidate
 
 __all__ = ["DEFAULT_IMAGE", "VerdaCluster", "VerdaProvider"]
 
