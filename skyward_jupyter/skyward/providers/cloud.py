@@ -30,6 +30,7 @@ __all__ = [
     "effective_price",
     "gpus_match",
     "host_key_installed",
+    "launch_in_order",
     "launch_with_fallback",
     "poll_until",
     "rank",
@@ -39,6 +40,7 @@ __all__ = [
 log = logging.getLogger("skyward.providers")
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,38 @@ async def launch_with_fallback(
     raise CapacityError(
         f"{provider}: no capacity in any of {len(tried)} offer(s): " + "; ".join(tried)
     )
+
+
+async def launch_in_order(
+    what: str,
+    attempts: Sequence[A],
+    label: Callable[[A], str],
+    launch: Callable[[int, A], Awaitable[T]],
+    exhausted: str,
+) -> T:
+    """``launch(index, attempt)`` with each attempt in its order until one has capacity
+    (the index makes a launch's idempotency token); AWS's and Google Cloud's way.
+
+    Each :class:`CapacityError` is a warning that names ``what`` (``aws node 2``), the
+    attempt, the cloud's words and the attempt tried next; a launch that worked after a
+    fallback says which attempt it was. When none had capacity, the error is
+    ``exhausted`` and the attempts tried. Any other error stops at once.
+    """
+    tried: list[str] = []
+    for index, attempt in enumerate(attempts):
+        this = label(attempt)
+        try:
+            result = await launch(index, attempt)
+        except CapacityError as exc:
+            tried.append(this)
+            following = attempts[index + 1 : index + 2]
+            then = f"trying {label(following[0])}" if following else "no other offer left"
+            log.warning("skyward: %s: %s: %s; %s", what, this, str(exc).rstrip("."), then)
+            continue
+        if tried:
+            log.warning("skyward: %s launched as %s", what, this)
+        return result
+    raise CapacityError(f"{exhausted}: tried {', '.join(tried)}")
 
 
 async def host_key_installed(ip: str, port: int, expected: str) -> bool:

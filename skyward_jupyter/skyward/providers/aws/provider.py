@@ -17,16 +17,15 @@ can read that user data from the metadata.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from ...core.provider import InstanceState, StatusReport, first, no_note
-from ...errors import CapacityError, ProvisionError
+from ...errors import ProvisionError
 from ...model import Instance
-from ..cloud import caller_cidr, describe_machine
+from ..cloud import caller_cidr, describe_machine, launch_in_order
 from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
 from .catalog import AMI_PARAMETERS, SPOT_INTERRUPTION_CODES, cloud_config
 from .cluster import (
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
     from .offers import Attempt
 
 __all__ = ["AwsContext", "AwsProvider"]
-
-log = logging.getLogger("skyward")
 
 SPOT_TERMINATION = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -164,27 +161,18 @@ class AwsProvider:
                 return str(instance["InstanceId"])
         user_data = cloud_config(request.host_key, request.host_public_key, request.keys.public_key)
         token = secrets.token_hex(6)
-        tried: list[str] = []
-        for index, attempt in enumerate(context.attempts):
-            this = label(attempt)
-            try:
-                iid = await self._run(context, request, attempt, user_data, f"{token}-{index}")
-            except CapacityError as exc:
-                tried.append(this)
-                following = context.attempts[index + 1 : index + 2]
-                then = f"trying {label(following[0])}" if following else "no other offer left"
-                log.warning(
-                    "skyward: aws node %d: %s in %s: %s; %s",
-                    request.node_id, this, context.region, str(exc).rstrip("."), then,
-                )  # fmt: skip
-                continue
+
+        async def run(index: int, attempt: Attempt) -> str:
+            iid = await self._run(context, request, attempt, user_data, f"{token}-{index}")
             context.instances[iid] = attempt
-            if tried:
-                log.warning("skyward: aws node %d launched as %s", request.node_id, this)
             return iid
-        raise CapacityError(
-            f"AWS has no capacity in {context.region} for {describe_machine(context.spec)}: "
-            f"tried {', '.join(tried)}"
+
+        return await launch_in_order(
+            f"aws node {request.node_id} in {context.region}",
+            context.attempts,
+            label,
+            run,
+            f"AWS has no capacity in {context.region} for {describe_machine(context.spec)}",
         )
 
     async def _run(

@@ -17,7 +17,6 @@ that key, so the client never meets another one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import time
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.provider import ClusterContext, InstanceState, StatusReport, no_note
 from ...errors import CapacityError, ProvisionError
 from ...model import Instance
-from ..cloud import caller_cidr, describe_machine
+from ..cloud import caller_cidr, describe_machine, launch_in_order
 from .api import ENDPOINT_ENV, ComputeApi
 from .catalog import HOST_KEY_ATTRIBUTE, IMAGES, startup_script
 from .firewall import NETWORK, delete_firewall, firewall_rules, warn_if_ssh_is_open
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from .offers import Attempt
 
 __all__ = ["GcpContext", "GcpProvider"]
-
-log = logging.getLogger("skyward")
 
 CLUSTER_LABEL = "skyward-cluster"
 NODE_LABEL = "skyward-node"
@@ -168,43 +165,38 @@ class GcpProvider:
         if not context.attempts:
             context.attempts = await find_attempts(self.api, context.spec, context.zones)
         name = f"{context.cluster_id}-n{request.node_id}-{secrets.token_hex(2)}"
-        tried: list[str] = []
-        for index, attempt in enumerate(context.attempts):
+
+        async def insert(index: int, attempt: Attempt) -> str:
             zone = attempt.offer.region
-            this = label(attempt)
             instance_id = f"{zone}/{name}"
             try:
-                try:
-                    operation = await self.api.call(
-                        self.api.instances.insert_unary,
-                        request=self.c.InsertInstanceRequest(
-                            project=self.api.project,
-                            zone=zone,
-                            instance_resource=self._resource(context, request, attempt, name),
-                            request_id=_request_id(name, index),
-                        ),
-                    )
-                except gexc.Conflict:
-                    context.instances[instance_id] = attempt  # a retry of ours already made it
-                    return instance_id
-                context.instances[instance_id] = attempt
+                operation = await self.api.call(
+                    self.api.instances.insert_unary,
+                    request=self.c.InsertInstanceRequest(
+                        project=self.api.project,
+                        zone=zone,
+                        instance_resource=self._resource(context, request, attempt, name),
+                        request_id=_request_id(name, index),
+                    ),
+                )
+            except gexc.Conflict:
+                context.instances[instance_id] = attempt  # a retry of ours already made it
+                return instance_id
+            context.instances[instance_id] = attempt
+            try:
                 await self.api.wait(operation, zone=zone)
-            except CapacityError as exc:
+            except CapacityError:
                 context.instances.pop(instance_id, None)
-                tried.append(this)
-                nxt = context.attempts[index + 1 : index + 2]
-                then = f"trying {label(nxt[0])}" if nxt else "no other offer left"
-                log.warning(
-                    "skyward: gcp node %d: %s: %s; %s",
-                    request.node_id, this, str(exc).rstrip("."), then,
-                )  # fmt: skip
-                continue
-            if tried:
-                log.warning("skyward: gcp node %d launched as %s", request.node_id, this)
+                raise
             return instance_id
-        raise CapacityError(
+
+        return await launch_in_order(
+            f"gcp node {request.node_id}",
+            context.attempts,
+            label,
+            insert,
             f"Google Cloud has no capacity for {describe_machine(context.spec)} in "
-            f"{', '.join(context.zones)}: tried {', '.join(tried)}"
+            f"{', '.join(context.zones)}",
         )
 
     def _resource(
