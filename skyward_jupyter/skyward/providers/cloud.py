@@ -237,8 +237,10 @@ async def poll_until(
     what: str,
     first: float = 0.2,
     cap: float = 5.0,
+    last_seen: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``check`` with growing pauses until it returns non-None, or raise at ``timeout``."""
+    """Call ``check`` with growing pauses until it returns non-None, or raise at ``timeout``
+    (saying what ``last_seen`` says of the last check, where given: a state)."""
     deadline = time.monotonic() + timeout
     pause = first
     while True:
@@ -247,7 +249,8 @@ async def poll_until(
             return found
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ProvisionError(f"{what}: not done within {timeout:.0f} s")
+            seen = f" ({last_seen()})" if last_seen is not None else ""
+            raise ProvisionError(f"{what}: not done within {timeout:.0f} s{seen}")
         await asyncio.sleep(min(pause, left))
         pause = min(cap, pause * 1.6)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.provider import InstanceState, StatusReport, first, no_note
 from ...errors import ProvisionError
 from ...model import Instance
-from ..cloud import caller_cidr, describe_machine, launch_in_order
+from ..cloud import caller_cidr, describe_machine, launch_in_order, poll_until
 from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
 from .catalog import AMI_PARAMETERS, SPOT_INTERRUPTION_CODES, cloud_config
 from .cluster import (
@@ -245,9 +245,10 @@ class AwsProvider:
         self, context: AwsContext, instance_id: InstanceId, timeout: float
     ) -> Instance:
         """Poll until the instance runs with a public address (backoff, under a deadline)."""
-        deadline = time.monotonic() + timeout
-        delay = 1.0
-        while True:
+        state = "pending"
+
+        async def running() -> Instance | None:
+            nonlocal state
             instance = await self._describe(context, instance_id)
             state = (instance or {}).get("State", {}).get("Name", "pending")
             if instance is not None and state == "running" and instance.get("PublicIpAddress"):
@@ -255,13 +256,15 @@ class AwsProvider:
             if state in ("shutting-down", "terminated", "stopping", "stopped"):
                 reason = (instance or {}).get("StateReason", {}).get("Message", state)
                 raise ProvisionError(f"AWS instance {instance_id} is {state}: {reason}")
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(
-                    f"AWS instance {instance_id} was not running with a public address "
-                    f"within {timeout:.0f} s (state {state})"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            return None
+
+        return await poll_until(
+            running,
+            timeout,
+            f"AWS instance {instance_id} running with a public address",
+            first=1.0,
+            last_seen=lambda: f"state {state}",
+        )
 
     def _instance(self, context: AwsContext, described: dict[str, Any]) -> Instance:
         iid = described["InstanceId"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.provider import ClusterContext, InstanceState, StatusReport, no_note
 from ...errors import CapacityError, ProvisionError
 from ...model import Instance
-from ..cloud import caller_cidr, describe_machine, launch_in_order
+from ..cloud import caller_cidr, describe_machine, launch_in_order, poll_until
 from .api import ENDPOINT_ENV, ComputeApi
 from .catalog import HOST_KEY_ATTRIBUTE, IMAGES, startup_script
 from .firewall import NETWORK, delete_firewall, firewall_rules, warn_if_ssh_is_open
@@ -290,10 +289,10 @@ class GcpProvider:
         self, context: GcpContext, instance_id: InstanceId, timeout: float
     ) -> Instance:
         """Poll until the VM runs, has an external address and reports our host key."""
-        deadline = time.monotonic() + timeout
-        delay = 1.0
         status = "PROVISIONING"
-        while True:
+
+        async def ready() -> Instance | None:
+            nonlocal status
             vm = await self._get(instance_id)
             status = vm.status if vm is not None else "PROVISIONING"
             if vm is not None and status == "RUNNING" and _external_ip(vm):
@@ -302,12 +301,11 @@ class GcpProvider:
                 status = "RUNNING, startup script not done"
             elif status in ("STOPPING", "TERMINATED", "SUSPENDED"):
                 raise ProvisionError(f"GCP instance {instance_id} is {status}")
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(
-                    f"GCP instance {instance_id} was not ready within {timeout:.0f} s ({status})"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            return None
+
+        return await poll_until(
+            ready, timeout, f"GCP instance {instance_id} ready", first=1.0, last_seen=lambda: status
+        )
 
     def _instance(self, context: GcpContext, instance_id: str, vm: Any) -> Instance:
         attempt = context.instances.get(instance_id)
@@ -369,13 +367,11 @@ class GcpProvider:
             await self.api.wait(operation, zone=zone)
         except gexc.NotFound:
             pass
-        deadline = time.monotonic() + 600.0
-        delay = 0.5
-        while await self._get(instance_id) is not None:
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(f"GCP instance {instance_id} was not deleted within 600 s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+
+        async def gone() -> bool | None:
+            return True if await self._get(instance_id) is None else None
+
+        await poll_until(gone, 600.0, f"GCP deletion of instance {instance_id}", first=0.5)
         context.instances.pop(instance_id, None)
 
     # -- teardown -----------------------------------------------------------------------
