@@ -21,6 +21,8 @@ interrupted remote cell raises a ``KeyboardInterrupt`` showing the remote traceb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "AgentError",
     "BootstrapError",
@@ -106,34 +108,27 @@ class InstancePreemptedError(SkywardError):
         super().__init__(f"node {node} was lost while the cell ran: {reason}")
 
 
+@dataclass(eq=False, repr=False)  # an exception: equal only to itself, shown by its message
 class RemoteCrash(SkywardError):
     """The process that ran a cell on a node died: it exited, was killed by a signal or by
     the kernel's OOM killer. The instance is fine; a fresh process (with no variables)
     runs the next cell. ``stderr`` is the end of what it wrote to stderr."""
 
-    def __init__(
-        self,
-        node: int,
-        detail: str,
-        status: int | None = None,
-        signal: str = "",
-        oom: bool = False,
-        stderr: str = "",
-        restarted: bool = True,
-    ) -> None:
-        self.node = node
-        self.detail = detail
-        self.status = status
-        self.signal = signal
-        self.oom = oom
-        self.stderr = stderr
-        self.restarted = restarted
+    node: int
+    detail: str
+    status: int | None = None
+    signal: str = ""
+    oom: bool = False
+    stderr: str = ""
+    restarted: bool = True
+
+    def __post_init__(self) -> None:
         after = (
             "this node's variables are gone; a fresh process runs the next cell"
-            if restarted
+            if self.restarted
             else "it could not be restarted"
         )
-        super().__init__(f"node {node}: {detail}; {after}")
+        super().__init__(f"node {self.node}: {self.detail}; {after}")
 
     def _render_traceback_(self) -> list[str]:
         lines = [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]

@@ -12,11 +12,13 @@ objects travel as cloudpickle bytes inside a frame and are loaded only where the
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_FRAME", "FrameDecoder", "FrameError", "decode_plain", "encode"]
+__all__ = ["MAX_FRAME", "FrameDecoder", "FrameError", "decode_plain", "encode", "read_frames"]
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
@@ -106,3 +108,17 @@ class FrameDecoder:
         if start:
             del buf[:start]
         return frames
+
+
+def read_frames(fd: int, chunk: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """The plain frames read from the pipe ``fd``, each once it is whole, until the pipe
+    closes (or cannot be read any more)."""
+    decoder = FrameDecoder(plain=True)
+    while True:
+        try:
+            data = os.read(fd, chunk)
+        except OSError:
+            return
+        if not data:
+            return
+        yield from decoder.feed(data)

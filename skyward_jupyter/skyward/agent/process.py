@@ -161,16 +161,8 @@ class WorkerProcess:
     # -- threads
 
     def _read_events(self) -> None:
-        decoder = wire.FrameDecoder(plain=True)
-        while True:
-            try:
-                data = os.read(self._events, 1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                return
-            for frame in decoder.feed(data):
-                self._on_message(protocol.decode(frame))
+        for frame in wire.read_frames(self._events):
+            self._on_message(protocol.decode(frame))
 
     def _pump(self) -> None:
         fds = list(self._fds)

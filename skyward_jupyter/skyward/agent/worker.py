@@ -182,18 +182,11 @@ class Worker:
     # -- commands in
 
     def _control_loop(self) -> None:
-        decoder = wire.FrameDecoder(plain=True)
-        while True:
-            try:
-                data = os.read(self._control, 1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                os._exit(0)  # the supervisor closed our pipe: it is gone or stopping
-            for frame in decoder.feed(data):
-                message = protocol.decode(frame)
-                if isinstance(message, protocol.Interrupt):
-                    self._interrupt(message.task)
+        for frame in wire.read_frames(self._control, 1 << 16):
+            message = protocol.decode(frame)
+            if isinstance(message, protocol.Interrupt):
+                self._interrupt(message.task)
+        os._exit(0)  # the supervisor closed our pipe: it is gone or stopping
 
     def _interrupt(self, task: str) -> None:
         with self._state:
@@ -231,7 +224,8 @@ class Worker:
 
     def serve(self) -> None:
         """Start the shell, say ready, then run what the command pipe sends (read here, on
-        the main thread: a cell reaches IPython with no thread in between)."""
+        the main thread: a cell reaches IPython with no thread in between) until a
+        ``Shutdown``, or until the supervisor closes the pipe (it is gone or stopping)."""
         from .shell import make_shell
 
         self.shell = make_shell(self)
@@ -242,27 +236,19 @@ class Worker:
         import IPython
 
         self.send(protocol.WorkerReady(os.getpid(), IPython.__version__))
-        decoder = wire.FrameDecoder(plain=True)
-        while True:
+        for frame in wire.read_frames(self._commands):
+            message = protocol.decode(frame)
+            if isinstance(message, protocol.Shutdown):
+                return
             try:
-                data = os.read(self._commands, 1 << 20)
-            except OSError:
-                data = b""
-            if not data:
-                return  # the supervisor closed our pipe: it is gone or stopping
-            for frame in decoder.feed(data):
-                message = protocol.decode(frame)
-                if isinstance(message, protocol.Shutdown):
-                    return
-                try:
-                    if isinstance(message, Run):
-                        self._run(message)
-                    elif isinstance(message, Configure):
-                        self._configure(message)
-                    elif isinstance(message, protocol.Refresh):
-                        refresh(message)
-                except KeyboardInterrupt:
-                    continue  # an interrupt that arrived after its cell ended
+                if isinstance(message, Run):
+                    self._run(message)
+                elif isinstance(message, Configure):
+                    self._configure(message)
+                elif isinstance(message, protocol.Refresh):
+                    refresh(message)
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived after its cell ended
 
     def _configure(self, message: Configure) -> None:
         os.environ.update({str(k): str(v) for k, v in message.env.items()})

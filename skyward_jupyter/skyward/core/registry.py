@@ -156,10 +156,7 @@ class ClusterRecord:
 
     def slot(self, node: NodeId) -> NodeSlot:
         """The node ``node`` of this cluster (made on first use, ``requested``)."""
-        found = self.nodes.get(node)
-        if found is None:
-            found = self.nodes[node] = NodeSlot(node)
-        return found
+        return self.nodes.setdefault(node, NodeSlot(node))
 
     def require_keys(self) -> ClusterKeys:
         """The cluster's SSH keys (made right after the request; always set by launch)."""

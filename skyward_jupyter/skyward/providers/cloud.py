@@ -30,6 +30,7 @@ __all__ = [
     "effective_price",
     "gpus_match",
     "host_key_installed",
+    "launch_in_order",
     "launch_with_fallback",
     "poll_until",
     "rank",
@@ -39,6 +40,7 @@ __all__ = [
 log = logging.getLogger("skyward.providers")
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,38 @@ async def launch_with_fallback(
     )
 
 
+async def launch_in_order(
+    what: str,
+    attempts: Sequence[A],
+    label: Callable[[A], str],
+    launch: Callable[[int, A], Awaitable[T]],
+    exhausted: str,
+) -> T:
+    """``launch(index, attempt)`` with each attempt in its order until one has capacity
+    (the index makes a launch's idempotency token); AWS's and Google Cloud's way.
+
+    Each :class:`CapacityError` is a warning that names ``what`` (``aws node 2``), the
+    attempt, the cloud's words and the attempt tried next; a launch that worked after a
+    fallback says which attempt it was. When none had capacity, the error is
+    ``exhausted`` and the attempts tried. Any other error stops at once.
+    """
+    tried: list[str] = []
+    for index, attempt in enumerate(attempts):
+        this = label(attempt)
+        try:
+            result = await launch(index, attempt)
+        except CapacityError as exc:
+            tried.append(this)
+            following = attempts[index + 1 : index + 2]
+            then = f"trying {label(following[0])}" if following else "no other offer left"
+            log.warning("skyward: %s: %s: %s; %s", what, this, str(exc).rstrip("."), then)
+            continue
+        if tried:
+            log.warning("skyward: %s launched as %s", what, this)
+        return result
+    raise CapacityError(f"{exhausted}: tried {', '.join(tried)}")
+
+
 async def host_key_installed(ip: str, port: int, expected: str) -> bool:
     """Whether the SSH server at ``ip:port`` presents the host key ``expected`` (a public
     line). Where a boot script installs the key after the image's own sshd started, a
@@ -203,8 +237,10 @@ async def poll_until(
     what: str,
     first: float = 0.2,
     cap: float = 5.0,
+    last_seen: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``check`` with growing pauses until it returns non-None, or raise at ``timeout``."""
+    """Call ``check`` with growing pauses until it returns non-None, or raise at ``timeout``
+    (saying what ``last_seen`` says of the last check, where given: a state)."""
     deadline = time.monotonic() + timeout
     pause = first
     while True:
@@ -213,7 +249,8 @@ async def poll_until(
             return found
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ProvisionError(f"{what}: not done within {timeout:.0f} s")
+            seen = f" ({last_seen()})" if last_seen is not None else ""
+            raise ProvisionError(f"{what}: not done within {timeout:.0f} s{seen}")
         await asyncio.sleep(min(pause, left))
         pause = min(cap, pause * 1.6)
 

@@ -4,7 +4,8 @@ Why a base: each rents one machine per node from a list of offers, names it afte
 cluster and the node, falls back to the next offer when one has no capacity, reports a
 node running only once its sshd presents the pinned host key, and at teardown removes
 every instance still named after the cluster. Only the API calls differ; those stay in
-each provider (its ``_candidates``, ``_listed``, ``launch``, ``status``, ``destroy``).
+each provider (its ``_candidates``, ``_listed``, ``_instance``, ``_started``, ``launch``,
+``status``, ``destroy``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from ..core.provider import ClusterContext, ClusterKeys, ResourceNote, Resources
 from ..errors import CapacityError, ProvisionError
 from ..events import InstanceId, ProviderName
 from ..model import ClusterSpec, Instance, Offer
-from .cloud import Candidate, describe_request, host_key_installed, launch_with_fallback
+from .cloud import (
+    Candidate,
+    describe_request,
+    host_key_installed,
+    launch_with_fallback,
+    poll_until,
+)
 from .http import ApiClient, env_endpoint
 
 __all__ = ["CloudCluster", "HttpCloud"]
@@ -54,7 +61,9 @@ class HttpCloud(ABC, Generic[CC]):
 
     A provider names its context class (``context_type``), its API's default endpoint,
     image and credential, and implements ``_candidates`` (offers as candidates),
-    ``_listed`` (its live instances' ids and names) and the instance verbs.
+    ``_listed`` (its live instances' ids and names), ``_instance`` and ``_started`` (one
+    instance as the API describes it, and what that says of a starting one) and the
+    instance verbs.
     """
 
     name: ProviderName
@@ -63,6 +72,7 @@ class HttpCloud(ABC, Generic[CC]):
     default_image: ClassVar[str]
     credential: ClassVar[str]
     key_hint: ClassVar[str] = ""  # how to set the credential, for the missing-key error
+    noun: ClassVar[str] = "instance"  # what the provider calls one (RunPod: a pod)
     ssh_user = "root"
 
     def __init__(
@@ -111,6 +121,15 @@ class HttpCloud(ABC, Generic[CC]):
     async def _listed(self) -> list[tuple[str, str]]:
         """The account's live instances: (id, name) each."""
 
+    @abstractmethod
+    async def _instance(self, instance_id: str) -> dict[str, Any] | None:
+        """The instance as the API describes it, or None where it is gone."""
+
+    @abstractmethod
+    async def _started(self, context: CC, instance_id: str, row: dict[str, Any]) -> Instance | None:
+        """The instance ``row`` describes once it runs with an SSH endpoint (see
+        ``_running``), None while it is still starting; raises where it failed to start."""
+
     async def _provision(self, context: CC, keys: ClusterKeys) -> None:
         """Create the cluster's shared resources (none by default)."""
 
@@ -152,6 +171,27 @@ class HttpCloud(ABC, Generic[CC]):
         context = self.context_type(cluster_id, spec, [], note=note)
         self._restored(context, resources)
         return context
+
+    async def wait_running(self, context: CC, instance_id: InstanceId, timeout: float) -> Instance:
+        """Poll until the instance runs, has an SSH endpoint and its sshd presents the
+        pinned host key; one that disappears or fails while starting is an error."""
+        what = f"{self.name}: {self.noun} {instance_id}"
+
+        async def ready() -> Instance | None:
+            row = await self._instance(instance_id)
+            if row is None:
+                raise ProvisionError(f"{what} disappeared while starting")
+            return await self._started(context, instance_id, row)
+
+        return await poll_until(ready, timeout, f"{what} running")
+
+    async def _wait_gone(self, instance_id: str, timeout: float, action: str) -> None:
+        """Wait until the API no longer describes the instance (after ``action``)."""
+
+        async def gone() -> bool | None:
+            return True if await self._instance(instance_id) is None else None
+
+        await poll_until(gone, timeout, f"{self.name}: {action} of {self.noun} {instance_id}")
 
     async def teardown(self, context: CC) -> None:
         """Destroy every instance still named after the cluster, then its resources."""

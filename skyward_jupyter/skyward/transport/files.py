@@ -20,6 +20,8 @@ __all__ = ["Manifest", "PushResult", "file_hash", "get", "push"]
 
 Progress = Callable[[int, int], None]
 """``(bytes done, bytes in all)``."""
+SftpProgress = Callable[[bytes, bytes, int, int], None]
+"""asyncssh's ``progress_handler``: ``(source, destination, bytes moved, file size)``."""
 
 _hashes: dict[str, tuple[int, int, str]] = {}
 
@@ -69,6 +71,17 @@ def _changed(
     return todo, same
 
 
+def _handler(progress: Progress | None, base: int, total: int) -> SftpProgress | None:
+    """SFTP's progress handler for one file: ``base`` bytes were moved before it."""
+    if progress is None:
+        return None
+
+    def handler(_src: bytes, _dst: bytes, moved: int, _all: int) -> None:
+        progress(base + moved, total)
+
+    return handler
+
+
 async def push(
     connection: Any,
     pairs: list[tuple[str, str]],
@@ -91,13 +104,7 @@ async def push(
             if folder and folder not in made:
                 await sftp.makedirs(folder, exist_ok=True)
                 made.add(folder)
-            base = done
-
-            def handler(_src: bytes, _dst: bytes, sent: int, _all: int, base: int = base) -> None:
-                if progress is not None:
-                    progress(base + sent, total)
-
-            await sftp.put(local, remote, progress_handler=handler)
+            await sftp.put(local, remote, progress_handler=_handler(progress, done, total))
             done += size
             manifest.hashes[remote] = digest
     if progress is not None:
@@ -127,13 +134,7 @@ async def get(connection: Any, remote: str, local: str, progress: Progress | Non
         done = 0
         for src, dst, size in files:
             os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-            base = done
-
-            def handler(_src: bytes, _dst: bytes, got: int, _all: int, base: int = base) -> None:
-                if progress is not None:
-                    progress(base + got, total)
-
-            await sftp.get(src, dst, progress_handler=handler)
+            await sftp.get(src, dst, progress_handler=_handler(progress, done, total))
             done += size
         if progress is not None:
             progress(total, total)

@@ -17,26 +17,15 @@ can read that user data from the metadata.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    first,
-    no_note,
-)
-from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
-from ..cloud import caller_cidr, describe_machine
+from ...core.provider import InstanceState, StatusReport, first, no_note
+from ...errors import ProvisionError
+from ...model import Instance
+from ..cloud import caller_cidr, describe_machine, launch_in_order, poll_until
 from .api import CREDENTIALS_HINT, ENDPOINT_ENV, Ec2Api, import_boto3
 from .catalog import AMI_PARAMETERS, SPOT_INTERRUPTION_CODES, cloud_config
 from .cluster import (
@@ -46,11 +35,15 @@ from .cluster import (
     delete_resources,
     find_group,
 )
-from .offers import Attempt, adopted, find_attempts, label
+from .offers import adopted, find_attempts, label
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources
+    from ...events import InstanceId, ProviderName
+    from ...model import ClusterSpec, Offer
+    from .offers import Attempt
 
 __all__ = ["AwsContext", "AwsProvider"]
-
-log = logging.getLogger("skyward")
 
 SPOT_TERMINATION = "Server.SpotInstanceTermination"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -168,27 +161,18 @@ class AwsProvider:
                 return str(instance["InstanceId"])
         user_data = cloud_config(request.host_key, request.host_public_key, request.keys.public_key)
         token = secrets.token_hex(6)
-        tried: list[str] = []
-        for index, attempt in enumerate(context.attempts):
-            this = label(attempt)
-            try:
-                iid = await self._run(context, request, attempt, user_data, f"{token}-{index}")
-            except CapacityError as exc:
-                tried.append(this)
-                following = context.attempts[index + 1 : index + 2]
-                then = f"trying {label(following[0])}" if following else "no other offer left"
-                log.warning(
-                    "skyward: aws node %d: %s in %s: %s; %s",
-                    request.node_id, this, context.region, str(exc).rstrip("."), then,
-                )  # fmt: skip
-                continue
+
+        async def run(index: int, attempt: Attempt) -> str:
+            iid = await self._run(context, request, attempt, user_data, f"{token}-{index}")
             context.instances[iid] = attempt
-            if tried:
-                log.warning("skyward: aws node %d launched as %s", request.node_id, this)
             return iid
-        raise CapacityError(
-            f"AWS has no capacity in {context.region} for {describe_machine(context.spec)}: "
-            f"tried {', '.join(tried)}"
+
+        return await launch_in_order(
+            f"aws node {request.node_id} in {context.region}",
+            context.attempts,
+            label,
+            run,
+            f"AWS has no capacity in {context.region} for {describe_machine(context.spec)}",
         )
 
     async def _run(
@@ -261,9 +245,10 @@ class AwsProvider:
         self, context: AwsContext, instance_id: InstanceId, timeout: float
     ) -> Instance:
         """Poll until the instance runs with a public address (backoff, under a deadline)."""
-        deadline = time.monotonic() + timeout
-        delay = 1.0
-        while True:
+        state = "pending"
+
+        async def running() -> Instance | None:
+            nonlocal state
             instance = await self._describe(context, instance_id)
             state = (instance or {}).get("State", {}).get("Name", "pending")
             if instance is not None and state == "running" and instance.get("PublicIpAddress"):
@@ -271,13 +256,15 @@ class AwsProvider:
             if state in ("shutting-down", "terminated", "stopping", "stopped"):
                 reason = (instance or {}).get("StateReason", {}).get("Message", state)
                 raise ProvisionError(f"AWS instance {instance_id} is {state}: {reason}")
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(
-                    f"AWS instance {instance_id} was not running with a public address "
-                    f"within {timeout:.0f} s (state {state})"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            return None
+
+        return await poll_until(
+            running,
+            timeout,
+            f"AWS instance {instance_id} running with a public address",
+            first=1.0,
+            last_seen=lambda: f"state {state}",
+        )
 
     def _instance(self, context: AwsContext, described: dict[str, Any]) -> Instance:
         iid = described["InstanceId"]

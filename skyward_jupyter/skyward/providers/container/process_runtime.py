@@ -22,21 +22,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...core.private_files import private_dir
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    first,
-)
+from ...core.provider import InstanceState, StatusReport, first
 from ...errors import ProvisionError
-from ...model import ClusterSpec, Instance
+from ...model import Instance
 from .common import NodeCluster, local_offer, own, remove_tree, safe_name
 from .procs import MARKER, kill_processes, live_processes
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources
+    from ...model import ClusterSpec
 
 __all__ = ["LocalCluster", "ProcessRuntime"]
 

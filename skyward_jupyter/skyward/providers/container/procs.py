@@ -22,12 +22,19 @@ MARKER = "SKYWARD_INSTANCE"
 _PREFIX = MARKER.encode() + b"="
 
 
+def _read_proc(pid: int, name: str) -> bytes | None:
+    """``/proc/<pid>/<name>``, or None where it cannot be read (gone, foreign)."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def _marker_of(pid: int) -> bytes | None:
     """The instance id in a process's environment, or None (gone, foreign, no marker)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
+    environ = _read_proc(pid, "environ")
+    if environ is None:
         return None
     for entry in environ.split(b"\0"):
         if entry.startswith(_PREFIX):
@@ -37,10 +44,8 @@ def _marker_of(pid: int) -> bytes | None:
 
 def _session_of(pid: int) -> int | None:
     """The session id of a live, non-zombie process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    stat = _read_proc(pid, "stat")
+    if stat is None:
         return None
     # The command name is in parentheses and may contain spaces: split after the last ')'.
     fields = stat[stat.rfind(b")") + 2 :].split()

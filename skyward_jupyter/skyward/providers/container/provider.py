@@ -10,20 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...core.provider import (
-    ClusterKeys,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    no_note,
-)
+from ...core.provider import no_note
 from ...errors import UsageError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
-from .common import NodeCluster, default_base_dir, local_offer
+from .common import default_base_dir, local_offer
 
 if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources, StatusReport
+    from ...events import InstanceId, ProviderName
+    from ...model import ClusterSpec, Instance, Offer
+    from .common import NodeCluster
     from .engine_runtime import EngineRuntime
     from .process_runtime import ProcessRuntime
 

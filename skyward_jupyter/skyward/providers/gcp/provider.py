@@ -17,36 +17,28 @@ that key, so the client never meets another one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterContext,
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    ResourceNote,
-    Resources,
-    StatusReport,
-    no_note,
-)
+from ...core.provider import ClusterContext, InstanceState, StatusReport, no_note
 from ...errors import CapacityError, ProvisionError
-from ...events import InstanceId, ProviderName
-from ...model import ClusterSpec, Instance, Offer
-from ..cloud import caller_cidr, describe_machine
+from ...model import Instance
+from ..cloud import caller_cidr, describe_machine, launch_in_order, poll_until
 from .api import ENDPOINT_ENV, ComputeApi
 from .catalog import HOST_KEY_ATTRIBUTE, IMAGES, startup_script
 from .firewall import NETWORK, delete_firewall, firewall_rules, warn_if_ssh_is_open
-from .offers import Attempt, find_attempts, find_zones, label
+from .offers import find_attempts, find_zones, label
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, ResourceNote, Resources
+    from ...events import InstanceId, ProviderName
+    from ...model import ClusterSpec, Offer
+    from .offers import Attempt
 
 __all__ = ["GcpContext", "GcpProvider"]
-
-log = logging.getLogger("skyward")
 
 CLUSTER_LABEL = "skyward-cluster"
 NODE_LABEL = "skyward-node"
@@ -172,43 +164,38 @@ class GcpProvider:
         if not context.attempts:
             context.attempts = await find_attempts(self.api, context.spec, context.zones)
         name = f"{context.cluster_id}-n{request.node_id}-{secrets.token_hex(2)}"
-        tried: list[str] = []
-        for index, attempt in enumerate(context.attempts):
+
+        async def insert(index: int, attempt: Attempt) -> str:
             zone = attempt.offer.region
-            this = label(attempt)
             instance_id = f"{zone}/{name}"
             try:
-                try:
-                    operation = await self.api.call(
-                        self.api.instances.insert_unary,
-                        request=self.c.InsertInstanceRequest(
-                            project=self.api.project,
-                            zone=zone,
-                            instance_resource=self._resource(context, request, attempt, name),
-                            request_id=_request_id(name, index),
-                        ),
-                    )
-                except gexc.Conflict:
-                    context.instances[instance_id] = attempt  # a retry of ours already made it
-                    return instance_id
-                context.instances[instance_id] = attempt
+                operation = await self.api.call(
+                    self.api.instances.insert_unary,
+                    request=self.c.InsertInstanceRequest(
+                        project=self.api.project,
+                        zone=zone,
+                        instance_resource=self._resource(context, request, attempt, name),
+                        request_id=_request_id(name, index),
+                    ),
+                )
+            except gexc.Conflict:
+                context.instances[instance_id] = attempt  # a retry of ours already made it
+                return instance_id
+            context.instances[instance_id] = attempt
+            try:
                 await self.api.wait(operation, zone=zone)
-            except CapacityError as exc:
+            except CapacityError:
                 context.instances.pop(instance_id, None)
-                tried.append(this)
-                nxt = context.attempts[index + 1 : index + 2]
-                then = f"trying {label(nxt[0])}" if nxt else "no other offer left"
-                log.warning(
-                    "skyward: gcp node %d: %s: %s; %s",
-                    request.node_id, this, str(exc).rstrip("."), then,
-                )  # fmt: skip
-                continue
-            if tried:
-                log.warning("skyward: gcp node %d launched as %s", request.node_id, this)
+                raise
             return instance_id
-        raise CapacityError(
+
+        return await launch_in_order(
+            f"gcp node {request.node_id}",
+            context.attempts,
+            label,
+            insert,
             f"Google Cloud has no capacity for {describe_machine(context.spec)} in "
-            f"{', '.join(context.zones)}: tried {', '.join(tried)}"
+            f"{', '.join(context.zones)}",
         )
 
     def _resource(
@@ -302,10 +289,10 @@ class GcpProvider:
         self, context: GcpContext, instance_id: InstanceId, timeout: float
     ) -> Instance:
         """Poll until the VM runs, has an external address and reports our host key."""
-        deadline = time.monotonic() + timeout
-        delay = 1.0
         status = "PROVISIONING"
-        while True:
+
+        async def ready() -> Instance | None:
+            nonlocal status
             vm = await self._get(instance_id)
             status = vm.status if vm is not None else "PROVISIONING"
             if vm is not None and status == "RUNNING" and _external_ip(vm):
@@ -314,12 +301,11 @@ class GcpProvider:
                 status = "RUNNING, startup script not done"
             elif status in ("STOPPING", "TERMINATED", "SUSPENDED"):
                 raise ProvisionError(f"GCP instance {instance_id} is {status}")
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(
-                    f"GCP instance {instance_id} was not ready within {timeout:.0f} s ({status})"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            return None
+
+        return await poll_until(
+            ready, timeout, f"GCP instance {instance_id} ready", first=1.0, last_seen=lambda: status
+        )
 
     def _instance(self, context: GcpContext, instance_id: str, vm: Any) -> Instance:
         attempt = context.instances.get(instance_id)
@@ -381,13 +367,11 @@ class GcpProvider:
             await self.api.wait(operation, zone=zone)
         except gexc.NotFound:
             pass
-        deadline = time.monotonic() + 600.0
-        delay = 0.5
-        while await self._get(instance_id) is not None:
-            if time.monotonic() + delay > deadline:
-                raise ProvisionError(f"GCP instance {instance_id} was not deleted within 600 s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+
+        async def gone() -> bool | None:
+            return True if await self._get(instance_id) is None else None
+
+        await poll_until(gone, 600.0, f"GCP deletion of instance {instance_id}", first=0.5)
         context.instances.pop(instance_id, None)
 
     # -- teardown -----------------------------------------------------------------------

@@ -129,6 +129,7 @@ class RunPodProvider(HttpCloud[CloudCluster]):
     default_image = DEFAULT_IMAGE
     credential = CREDENTIAL
     key_hint = f"{CREDENTIAL} (an API key)"
+    noun = "pod"
     _classify = staticmethod(_classify)
 
     async def _gql(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -235,45 +236,38 @@ class RunPodProvider(HttpCloud[CloudCluster]):
             if p.get("desiredStatus") != "TERMINATED"
         ]
 
-    async def _pod(self, pod_id: str) -> dict[str, Any] | None:
+    async def _instance(self, pod_id: str) -> dict[str, Any] | None:
         """The pod, or None where RunPod answers null or an error on ``pod`` (gone)."""
         data = await self._gql(_POD, {"input": {"podId": pod_id}}, classify=_answer_on("pod"))
         pod = data.get("pod")
         return pod if isinstance(pod, dict) else None
 
-    async def wait_running(
-        self, context: CloudCluster, instance_id: InstanceId, timeout: float
-    ) -> Instance:
-        """Poll the pod until it runs and maps port 22 to a public ip and port."""
-
-        async def ready() -> Instance | None:
-            pod = await self._pod(instance_id)
-            if pod is None:
-                raise ProvisionError(f"runpod: pod {instance_id} disappeared while starting")
-            desired = str(pod.get("desiredStatus"))
-            state, why = _STATES.get(desired, (InstanceState.PENDING, ""))
-            if state is not InstanceState.PENDING and state is not InstanceState.RUNNING:
-                raise ProvisionError(
-                    f"runpod: pod {instance_id} failed while starting: {why} ({desired})"
+    async def _started(
+        self, context: CloudCluster, instance_id: str, pod: dict[str, Any]
+    ) -> Instance | None:
+        """Running once the pod maps port 22 to a public ip and port."""
+        desired = str(pod.get("desiredStatus"))
+        state, why = _STATES.get(desired, (InstanceState.PENDING, ""))
+        if state is not InstanceState.PENDING and state is not InstanceState.RUNNING:
+            raise ProvisionError(
+                f"runpod: pod {instance_id} failed while starting: {why} ({desired})"
+            )
+        for port in (pod.get("runtime") or {}).get("ports") or []:
+            if port.get("privatePort") == 22 and port.get("isIpPublic"):
+                candidate = context.instances.get(instance_id)
+                return await self._running(
+                    context,
+                    instance_id,
+                    str(port["ip"]),
+                    int(port["publicPort"]),
+                    spot=bool(candidate and candidate.spot),
+                    region=candidate.offer.region if candidate else "",
                 )
-            for port in (pod.get("runtime") or {}).get("ports") or []:
-                if port.get("privatePort") == 22 and port.get("isIpPublic"):
-                    candidate = context.instances.get(instance_id)
-                    return await self._running(
-                        context,
-                        instance_id,
-                        str(port["ip"]),
-                        int(port["publicPort"]),
-                        spot=bool(candidate and candidate.spot),
-                        region=candidate.offer.region if candidate else "",
-                    )
-            return None
-
-        return await poll_until(ready, timeout, f"runpod: pod {instance_id} running with SSH")
+        return None
 
     async def status(self, context: CloudCluster, instance_id: InstanceId) -> StatusReport:
         """Map the pod's state; an interruptible pod that exited was preempted."""
-        pod = await self._pod(instance_id)
+        pod = await self._instance(instance_id)
         if pod is None:
             return StatusReport(InstanceState.TERMINATED, "runpod: pod not found")
         desired = str(pod.get("desiredStatus"))
@@ -303,7 +297,7 @@ class RunPodProvider(HttpCloud[CloudCluster]):
         )
 
         async def gone() -> bool | None:
-            pod = await self._pod(instance_id)
+            pod = await self._instance(instance_id)
             return True if pod is None or pod.get("desiredStatus") == "TERMINATED" else None
 
         if _errors_on("podTerminate", body) and not await gone():

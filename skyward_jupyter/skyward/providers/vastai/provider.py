@@ -38,7 +38,7 @@ from ...errors import CapacityError, ProvisionError
 from ...events import InstanceId
 from ...model import ClusterSpec, Instance, Offer
 from ..bootscript import boot_script
-from ..cloud import Candidate, accelerator_matches, poll_until, rank, wanted_gpus
+from ..cloud import Candidate, accelerator_matches, rank, wanted_gpus
 from ..http import short_text
 from ..httpcloud import CloudCluster, HttpCloud
 
@@ -214,35 +214,28 @@ class VastProvider(HttpCloud[VastCluster]):
         row = (body or {}).get("instances") if isinstance(body, dict) else None
         return row if isinstance(row, dict) and row else None
 
-    async def wait_running(
-        self, context: VastCluster, instance_id: InstanceId, timeout: float
-    ) -> Instance:
-        """Poll until the instance runs and has an SSH address and port."""
-
-        async def ready() -> Instance | None:
-            row = await self._instance(instance_id)
-            if row is None:
-                raise ProvisionError(f"vastai: instance {instance_id} disappeared while starting")
-            if row.get("actual_status") in ("exited", "stopped", "offline"):
-                raise ProvisionError(
-                    f"vastai: instance {instance_id} stopped while starting "
-                    f"({row.get('status_msg') or row.get('actual_status')})"
-                )
-            if row.get("actual_status") != "running":
-                return None
-            ip, port = _ssh_endpoint(row)
-            if not ip or not port:
-                return None
-            return await self._running(
-                context,
-                instance_id,
-                ip,
-                port,
-                spot=bool(row.get("is_bid")),
-                region=str(row.get("geolocation") or ""),
+    async def _started(
+        self, context: VastCluster, instance_id: str, row: dict[str, Any]
+    ) -> Instance | None:
+        """Running once it has an SSH address and port."""
+        if row.get("actual_status") in ("exited", "stopped", "offline"):
+            raise ProvisionError(
+                f"vastai: instance {instance_id} stopped while starting "
+                f"({row.get('status_msg') or row.get('actual_status')})"
             )
-
-        return await poll_until(ready, timeout, f"vastai: instance {instance_id} running")
+        if row.get("actual_status") != "running":
+            return None
+        ip, port = _ssh_endpoint(row)
+        if not ip or not port:
+            return None
+        return await self._running(
+            context,
+            instance_id,
+            ip,
+            port,
+            spot=bool(row.get("is_bid")),
+            region=str(row.get("geolocation") or ""),
+        )
 
     async def status(self, context: VastCluster, instance_id: InstanceId) -> StatusReport:
         """Map Vast's state; an interruptible instance that stopped was outbid."""
@@ -266,10 +259,7 @@ class VastProvider(HttpCloud[VastCluster]):
         """Destroy the instance and wait until Vast no longer has it."""
         await self._api.call("DELETE", f"/instances/{instance_id}/", missing_ok=True)
 
-        async def gone() -> bool | None:
-            return True if await self._instance(instance_id) is None else None
-
-        await poll_until(gone, 120.0, f"vastai: destruction of instance {instance_id}")
+        await self._wait_gone(instance_id, 120.0, "destruction")
         context.instances.pop(instance_id, None)
 
     async def _remove_resources(self, context: VastCluster) -> None:

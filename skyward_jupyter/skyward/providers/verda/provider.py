@@ -31,24 +31,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...core.provider import (
-    ClusterKeys,
-    InstanceState,
-    LaunchRequest,
-    Resources,
-    StatusReport,
-    first,
-)
+from ...core.provider import InstanceState, StatusReport, first
 from ...errors import ProvisionError
-from ...events import InstanceId
-from ...model import ClusterSpec, Instance
 from ..bootscript import boot_script
-from ..cloud import Candidate, poll_until
 from ..httpcloud import CloudCluster, HttpCloud
 from .api import CREDENTIAL, ENDPOINT, TokenAuth, classify, text_id
 from .catalog import GONE_STATES, STATES, candidates
+
+if TYPE_CHECKING:
+    from ...core.provider import ClusterKeys, LaunchRequest, Resources
+    from ...events import InstanceId
+    from ...model import ClusterSpec, Instance
+    from ..cloud import Candidate
 
 __all__ = ["DEFAULT_IMAGE", "VerdaCluster", "VerdaProvider"]
 
@@ -193,33 +189,26 @@ class VerdaProvider(HttpCloud[VerdaCluster]):
             return None
         return row
 
-    async def wait_running(
-        self, context: VerdaCluster, instance_id: InstanceId, timeout: float
-    ) -> Instance:
-        """Poll until the VM runs, has an IP, and its sshd presents the pinned host key."""
-
-        async def ready() -> Instance | None:
-            row = await self._instance(instance_id)
-            if row is None:
-                raise ProvisionError(f"verda: instance {instance_id} disappeared while starting")
-            status = str(row.get("status"))
-            if STATES.get(status, InstanceState.PENDING) not in (
-                InstanceState.PENDING, InstanceState.RUNNING,
-            ):  # fmt: skip
-                raise ProvisionError(f"verda: instance {instance_id} is {status} while starting")
-            ip = row.get("ip")
-            if status != "running" or not ip:
-                return None
-            return await self._running(
-                context,
-                instance_id,
-                str(ip),
-                22,
-                spot=bool(row.get("is_spot")),
-                region=str(row.get("location") or ""),
-            )
-
-        return await poll_until(ready, timeout, f"verda: instance {instance_id} running")
+    async def _started(
+        self, context: VerdaCluster, instance_id: str, row: dict[str, Any]
+    ) -> Instance | None:
+        """Running once the VM runs and has an IP (SSH is on port 22)."""
+        status = str(row.get("status"))
+        if STATES.get(status, InstanceState.PENDING) not in (
+            InstanceState.PENDING, InstanceState.RUNNING,
+        ):  # fmt: skip
+            raise ProvisionError(f"verda: instance {instance_id} is {status} while starting")
+        ip = row.get("ip")
+        if status != "running" or not ip:
+            return None
+        return await self._running(
+            context,
+            instance_id,
+            str(ip),
+            22,
+            spot=bool(row.get("is_spot")),
+            region=str(row.get("location") or ""),
+        )
 
     async def status(self, context: VerdaCluster, instance_id: InstanceId) -> StatusReport:
         """Map Verda's state; a spot VM that is discontinued or gone was reclaimed."""
@@ -250,10 +239,7 @@ class VerdaProvider(HttpCloud[VerdaCluster]):
         if row is not None:
             await self._api.call("PUT", "/instances", json=action, missing_ok=True)
 
-        async def gone() -> bool | None:
-            return True if await self._instance(instance_id) is None else None
-
-        await poll_until(gone, 180.0, f"verda: deletion of instance {instance_id}")
+        await self._wait_gone(instance_id, 180.0, "deletion")
         script_id = context.scripts.pop(instance_id, None)
         if script_id is not None:
             await self._api.call("DELETE", f"/scripts/{script_id}", missing_ok=True)
