@@ -98,6 +98,7 @@ def main() -> None:
                 "dview = rc[:]\ndview.block = True\n_ = dview.execute('import numpy')",
                 timeout=300,
             )
+            k.run("%%skyward run\nimport numpy")  # as the engines did: not part of a push
             px, sky = [], []
             for _ in range(10):
                 k.run("%%px\npass")
