@@ -127,3 +127,28 @@ def test_only_a_loopback_address_skips_ssh(monkeypatch):
     assert not direct_allowed("10.0.0.5") and not direct_allowed("node-0.internal")
     monkeypatch.setenv("SKYWARD_PUSH_OVER_SSH", "1")
     assert not direct_allowed("127.0.0.5")
+
+
+def test_an_upload_cut_by_an_interrupt_is_dropped_and_the_next_one_is_whole(head, tmp_path):
+    store, relay = head
+    cut = payload_of(np.zeros(200_000_000 // 8))
+    whole = payload_of(os.urandom(1_000_000))
+    uploader = Uploader(0)
+
+    async def main():
+        task = asyncio.ensure_future(
+            uploader.send(cut, "127.0.0.1", relay.port, TOKEN, digest=False)
+        )
+        for _ in range(10_000):  # until the relay has begun to take it
+            if any(n.startswith(".") for n in os.listdir(tmp_path / "head")):
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await uploader.send(whole, "127.0.0.1", relay.port, TOKEN, digest=False)
+        uploader.close()
+
+    asyncio.run(main())
+    assert not store.has(cut.key) and not uploader.failed
+    assert (tmp_path / "head" / whole.key).read_bytes() == blob_bytes(whole)

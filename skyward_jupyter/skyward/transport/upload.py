@@ -67,6 +67,11 @@ class Uploader:
                     raise AgentError(
                         f"node {self.node}: sending a blob to {host}:{port} failed: {exc!r}"
                     ) from exc
+                except BaseException:
+                    # cut mid-blob (an interrupt): closing makes the relay drop what it
+                    # got, where the next blob's bytes would otherwise continue this one
+                    self.close()
+                    raise
             if answer != b"OK":
                 self.failed = True
                 self.close()
