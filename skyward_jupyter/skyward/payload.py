@@ -63,7 +63,7 @@ class Payload:
         return out
 
 
-def make_payload(name: str, stream: bytes, buffers: list[Any]) -> Payload:
+def make_payload(name: str, stream: bytes | memoryview, buffers: list[Any]) -> Payload:
     """The payload of a pickle ``stream`` and its out-of-band ``buffers``
     (``pickle.PickleBuffer``s), hashed."""
     parts = [memoryview(stream).cast("B")]

@@ -45,6 +45,8 @@ __all__ = [
     "Pong",
     "ProtocolError",
     "Refresh",
+    "Place",
+    "Placed",
     "Put",
     "Fetch",
     "Frame",
@@ -156,6 +158,16 @@ class Fetch(Message):
     port: int
     token: str
     timeout: float = 2.0
+
+
+@_message("place")
+class Place(Message):
+    """Copy blob ``key`` to ``path`` (relative to the node's home, its folders made) with
+    permission bits ``mode``: a file of ``%skyward sync``/``put`` that the head relayed."""
+
+    key: str
+    path: str
+    mode: int
 
 
 @_message("serve")
@@ -336,6 +348,15 @@ class Stored(Message):
     """The node keeps blob ``key`` (``ok``), or why it could not (``error``)."""
 
     key: str
+    ok: bool
+    error: str = ""
+
+
+@_message("placed")
+class Placed(Message):
+    """The file ``path`` was written (``ok``), or why it was not (``error``)."""
+
+    path: str
     ok: bool
     error: str = ""
 

@@ -8,7 +8,9 @@ this machine), so a node's connections are its share of the kernel's uplink.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 
@@ -111,6 +113,36 @@ def test_nodes_on_this_machine_take_blobs_beside_ssh_and_over_it_when_told(k):
     digest = value(k, NODE_DIGEST.format(name="xd"))
     assert values == {n: repr(digest) for n in range(4)}
     assert sent[0] > 100 * MB and all(sent[n] < 1 * MB for n in (1, 2, 3)), sent
+
+
+def test_files_put_and_synced_to_four_nodes_cross_the_kernels_link_once(k, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 * MB))
+    before = sent_per_node(k)
+    text = ok(k, f"%skyward put {big}", timeout=300).text()
+    after = sent_per_node(k)
+    sent = {n: after[n] - before[n] for n in after}
+    assert sent[0] > 40 * MB and all(sent[n] < 1 * MB for n in (1, 2, 3)), sent
+    assert "on 4 node(s) (40.0 MB sent)" in text, text
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    read = "%%skyward run\n__import__('hashlib').sha256(open('big.bin', 'rb').read()).hexdigest()"
+    assert ok(k, read).values() == {n: repr(digest) for n in range(4)}
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "small.txt").write_text("hello")
+    (data / "run.sh").write_text("#!/bin/sh\n")
+    (data / "run.sh").chmod(0o755)
+    assert "8 file(s)" in ok(k, f"%skyward sync {data}").text()  # 2 files, 4 nodes
+    assert "0 file(s), 0 B sent" in ok(k, f"%skyward sync {data}").text()
+    landed = ok(
+        k,
+        "%%skyward run\nimport os\n"
+        "open('data/small.txt').read(), oct(os.stat('data/run.sh').st_mode & 0o777)",
+    )
+    assert landed.values() == {n: repr(("hello", "0o755")) for n in range(4)}
+    failed = k.execute(f"%skyward put {data / 'run.sh'} data/small.txt/inside")
+    assert not failed.ok and "data/small.txt/inside: [Errno 17] File exists" in failed.text()
 
 
 def test_a_node_that_cannot_reach_the_head_gets_the_data_from_the_kernel(k):

@@ -5,16 +5,31 @@ until it ends, so eviction cannot take them). Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import os
+import shutil
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .. import protocol
 from .blobs import BlobError, BlobStore
 from .relay import RelayServer, fetch
 
 __all__ = ["BlobService"]
+
+
+def _on_a_thread(work: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """The method runs on a thread of its own, the call returns at once: a fetch or a
+    large copy must not hold up the messages behind it."""
+
+    @functools.wraps(work)
+    def start(self: Any, request: Any) -> None:
+        threading.Thread(target=work, args=(self, request), daemon=True).start()
+
+    return start
 
 
 class BlobService:
@@ -66,11 +81,9 @@ class BlobService:
             return
         self._emit(protocol.Stored(key, True))
 
+    @_on_a_thread
     def fetch(self, request: protocol.Fetch) -> None:
-        """Fetch a blob from the head's relay, on a thread of its own."""
-        threading.Thread(target=self._fetch, args=(request,), daemon=True).start()
-
-    def _fetch(self, request: protocol.Fetch) -> None:
+        """Fetch a blob from the head's relay."""
         key = request.key
         if not self.store.has(key):
             try:
@@ -87,6 +100,24 @@ class BlobService:
                 self._emit(protocol.Stored(key, False, str(exc)))
                 return
         self._emit(protocol.Stored(key, True))
+
+    @_on_a_thread
+    def place(self, request: protocol.Place) -> None:
+        """Copy a blob to a file (its folders made), atomically."""
+        target = os.path.join(os.path.expanduser("~"), request.path)
+        partial = f"{target}.skyward-{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            # a copy, not a link: a cell that rewrites the file must not change the blob
+            shutil.copyfile(self.store.path(request.key), partial)
+            os.chmod(partial, request.mode & 0o7777)
+            os.replace(partial, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            self._emit(protocol.Placed(request.path, False, f"{request.path}: {exc}"))
+            return
+        self._emit(protocol.Placed(request.path, True))
 
     def serve(self, host: str, token: str) -> None:
         """Serve the store on ``host`` (the private network) to the other nodes."""

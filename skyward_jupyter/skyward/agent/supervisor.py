@@ -249,6 +249,8 @@ class Supervisor:
                     self._hand_over()
             case protocol.Fetch():
                 self.blobs.fetch(message)
+            case protocol.Place():
+                self.blobs.place(message)
             case protocol.Serve(host=host, token=token):
                 self.blobs.serve(host, token)
             case protocol.Ping(id=ident):

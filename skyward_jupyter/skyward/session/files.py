@@ -14,13 +14,15 @@ import fnmatch
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
 
-from ..errors import SkywardError
-from ..transport.files import Manifest, get, push
+from ..errors import AgentError, SkywardError
+from ..transport import fanout
+from ..transport.agent_client import AgentClient
+from ..transport.files import Manifest, PushResult, fan_out, get, push
 from .local_code import CODE, cells_folder
 
 __all__ = ["Progress", "folder_files", "size_text", "transfer"]
@@ -30,6 +32,9 @@ LARGE = 1_000_000_000  # a folder over this size gets a warning
 Progress = Callable[[str], Callable[[int, int], None]]
 """Makes the progress callback ``(done, total)`` of a transfer with this label."""
 Say = Callable[[str], None]
+Send = Callable[[list[tuple[str, str]], Callable[[int, int], None]], Awaitable[list[PushResult]]]
+"""Sends ``(local, remote)`` files to every target, reporting progress; each target's
+result."""
 
 
 def _git_files(folder: str) -> list[str] | None:
@@ -119,7 +124,7 @@ def size_text(n: float) -> str:
 async def sync_command(
     targets: list[tuple[int, str, Any]],
     folders: list[str],
-    manifests: Callable[[str], Manifest],
+    send: Send,
     say: Say,
     warn: Say,
     progress: Progress,
@@ -137,12 +142,8 @@ async def sync_command(
         remote = _remote_for(folder)
         pairs = [(os.path.join(folder, n), f"{remote}/{n}") for n in names]
         start = time.monotonic()
-
-        async def one(iid: str, connection: Any, pairs: list[tuple[str, str]] = pairs) -> Any:
-            return await push(connection, pairs, manifests(iid))
-
         bar = progress(f"sync {folder}")
-        results = await asyncio.gather(*(one(iid, c) for _, iid, c in targets))
+        results = await send(pairs, bar)
         sent = sum(r.bytes_sent for r in results)
         files = sum(len(r.written) for r in results)
         bar(sent, sent)
@@ -171,7 +172,7 @@ async def put_command(
     targets: list[tuple[int, str, Any]],
     local: str,
     remote: str | None,
-    manifests: Callable[[str], Manifest],
+    send: Send,
     say: Say,
     progress: Progress,
 ) -> int:
@@ -181,10 +182,7 @@ async def put_command(
     destination = _remote_path(remote) if remote else _remote_for(local)
     if remote and remote.endswith("/"):
         destination = destination.rstrip("/") + "/" + os.path.basename(local)
-    bar = progress(f"put {local}")
-    results = await asyncio.gather(
-        *(push(c, [(local, destination)], manifests(iid), bar) for _, iid, c in targets)
-    )
+    results = await send([(local, destination)], progress(f"put {local}"))
     sent = sum(r.bytes_sent for r in results)
     say(f"put {local} → ~/{destination} on {len(targets)} node(s) ({size_text(sent)} sent)")
     return sent
@@ -197,20 +195,30 @@ async def transfer(
     say: Say,
     warn: Say,
     progress: Progress,
+    relay: tuple[fanout.Relay, list[AgentClient]] | None = None,
 ) -> None:
     """Run ``%skyward sync|get|put`` with ``args`` to ``(node, instance id, connection)``
-    targets; file errors become :class:`SkywardError`."""
+    targets; file errors become :class:`SkywardError`. With ``relay`` (the cluster's
+    head and each target's agent), files go through the head, once across the kernel's
+    link; without, over each target's SFTP."""
+    manifests = [CODE.manifests.setdefault(iid, Manifest()) for _, iid, _ in targets]
 
-    def manifests(iid: str) -> Manifest:
-        return CODE.manifests.setdefault(iid, Manifest())
+    async def send(
+        pairs: list[tuple[str, str]], bar: Callable[[int, int], None]
+    ) -> list[PushResult]:
+        if relay is not None:
+            return await fan_out(relay[1], manifests, relay[0], pairs, bar)
+        return await asyncio.gather(
+            *(push(c, pairs, m, bar) for (_, _, c), m in zip(targets, manifests, strict=True))
+        )
 
     if not targets:
         raise SkywardError("no node is connected: `%skyward status` says why")
     try:
         if name == "sync":
-            await sync_command(targets, args.dirs, manifests, say, warn, progress)
+            await sync_command(targets, args.dirs, send, say, warn, progress)
         elif name == "put":
-            await put_command(targets, args.local, args.remote, manifests, say, progress)
+            await put_command(targets, args.local, args.remote, send, say, progress)
         else:
             if len(targets) > 1:
                 raise SkywardError("%skyward get --on takes one node")
@@ -218,5 +226,5 @@ async def transfer(
             await get_command(node, connection, args.remote, args.local, say, progress)
     except FileNotFoundError as exc:
         raise SkywardError(str(exc)) from None
-    except (OSError, asyncssh.SFTPError) as exc:
+    except (OSError, asyncssh.SFTPError, AgentError) as exc:
         raise SkywardError(f"%skyward {name}: {exc}") from None

@@ -278,8 +278,15 @@ class Session:
         progress: Progress,
     ) -> None:
         """``%skyward sync|get|put`` to ``nodes`` with the magic's parsed ``args``."""
-        targets = [(n, iid, c) for n, iid, c, _ in self._links(nodes)]
-        await transfer(targets, name, args, say, warn, progress)
+        links = self._links(nodes)
+        targets = [(n, iid, c) for n, iid, c, _ in links]
+        record = self.current
+        relay = None
+        if name != "get" and record is not None and all(a.connected for *_, a in links):
+            head = self.cells.relay(record.id, record.node_instances())
+            if head is not None and (len(links) > 1 or head.uploader is not None):
+                relay = (head, [a for *_, a in links])
+        await transfer(targets, name, args, say, warn, progress, relay)
 
     def sync_reports(self) -> tuple[list[Any], list[str]]:
         """The package sync's report of each node of the current cluster, and the

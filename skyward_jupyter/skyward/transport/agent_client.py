@@ -76,6 +76,7 @@ class AgentClient:
         """Bytes written to the agent's channel (frames and blob pieces)."""
         self._stored: dict[str, asyncio.Future[protocol.Stored]] = {}
         self._serving: asyncio.Future[protocol.Serving] | None = None
+        self._placed: dict[str, asyncio.Future[protocol.Placed]] = {}
         self.on_lost: Callable[[AgentClient, str], None] | None = None
         """Called when the channel drops without our asking; pending cells then wait
         (for a reconnect, or for ``fail``) instead of failing at once."""
@@ -209,7 +210,7 @@ class AgentClient:
                 future.set_exception(error)
         # blob answers may have no waiter left: fail them without an "exception never
         # retrieved" complaint
-        for waiter in [*self._stored.values(), self._serving]:
+        for waiter in [*self._stored.values(), *self._placed.values(), self._serving]:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()
@@ -273,6 +274,10 @@ class AgentClient:
                 stored = self._stored.pop(key, None)
                 if stored is not None and not stored.done():
                     stored.set_result(message)
+            case protocol.Placed(path=path):
+                placed = self._placed.pop(path, None)
+                if placed is not None and not placed.done():
+                    placed.set_result(message)
             case protocol.Serving():
                 serving = self._serving
                 if serving is not None and not serving.done():
@@ -330,6 +335,18 @@ class AgentClient:
         future = self._awaiting_stored(payload.key)
         self._send(protocol.Fetch(payload.key, payload.size, host, port, token))
         await self._stored_answer(future, f"fetching blob {payload.key[:12]}")
+
+    async def place(self, key: str, path: str, mode: int) -> None:
+        """Have the node copy blob ``key`` (which it holds) to ``path``; ``AgentError``
+        with its reason if it cannot."""
+        future = self._placed[path] = asyncio.get_running_loop().create_future()
+        self._send(protocol.Place(key, path, mode))
+        try:
+            placed = await asyncio.wait_for(future, 300.0)
+        except TimeoutError:
+            raise AgentError(f"node {self.node.node}: no answer writing {path}") from None
+        if not placed.ok:
+            raise AgentError(f"node {self.node.node}: {placed.error}")
 
     async def serve(self, host: str, token: str) -> tuple[str, int]:
         """The address of this node's relay (started on ``host`` the first time)."""

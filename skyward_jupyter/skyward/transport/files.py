@@ -4,19 +4,30 @@ Sending is by content hash: each node's ``Manifest`` remembers the SHA-256 of wh
 last written at each remote path, so a file travels only when its content changed (and
 nothing is hashed again while a file's size and mtime stay the same). There is no second
 authentication path: every transfer rides the connection the bootstrap opened.
+
+To several nodes (or one on this machine), ``fan_out`` sends a file the way pushed
+variables go instead: once across the kernel's link, to the head node, which relays it to
+the others over the private network (``fanout.deliver``); each node then copies the blob
+into place (``AgentClient.place``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import mmap
 import os
 import posixpath
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Manifest", "PushResult", "file_hash", "get", "push"]
+from ..payload import Payload, make_payload
+from . import fanout
+from .agent_client import AgentClient
+
+__all__ = ["Manifest", "PushResult", "fan_out", "file_hash", "get", "push"]
 
 Progress = Callable[[int, int], None]
 """``(bytes done, bytes in all)``."""
@@ -110,6 +121,58 @@ async def push(
     if progress is not None:
         progress(total, total)
     return PushResult(tuple(r for _, r, _, _ in todo), total, same)
+
+
+async def fan_out(
+    agents: Sequence[AgentClient],
+    manifests: Sequence[Manifest],
+    relay: fanout.Relay,
+    pairs: list[tuple[str, str]],
+    progress: Progress | None = None,
+) -> list[PushResult]:
+    """``push`` to each of ``agents`` (with its manifest), each file crossing the
+    kernel's link once however many nodes need it. The bytes sent are counted in the
+    first node's result."""
+    todos = [await asyncio.to_thread(_changed, pairs, m) for m in manifests]
+    wanted: dict[str, list[tuple[int, str, str]]] = {}  # local → (node index, remote, hash)
+    sizes: dict[str, int] = {}
+    for index, (todo, _) in enumerate(todos):
+        for local, remote, digest, size in todo:
+            wanted.setdefault(local, []).append((index, remote, digest))
+            sizes[local] = size
+    total = sum(sizes.values())
+    done = 0
+    for local, places in wanted.items():
+        payload, mode = await asyncio.to_thread(_file_payload, local)
+        needing = list({id(agents[i]): agents[i] for i, _, _ in places}.values())
+        if payload.inline:  # too small to relay: straight over each node's channel
+            await asyncio.gather(*(a.put(payload) for a in needing if payload.key not in a.blobs))
+        else:
+            await fanout.deliver(needing, [payload], relay)
+        await asyncio.gather(
+            *(agents[i].place(payload.key, remote, mode) for i, remote, _ in places)
+        )
+        for index, remote, digest in places:
+            manifests[index].hashes[remote] = digest
+        done += payload.size
+        if progress is not None:
+            progress(done, total)
+    return [
+        PushResult(tuple(r for _, r, _, _ in todo), total if index == 0 else 0, same)
+        for index, (todo, same) in enumerate(todos)
+    ]
+
+
+def _file_payload(local: str) -> tuple[Payload, int]:
+    """A file's bytes as a blob (mapped, not read into memory) and its permission bits."""
+    with open(local, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        data = (
+            memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+            if info.st_size
+            else memoryview(b"")
+        )
+    return make_payload(os.path.basename(local), data, []), stat.S_IMODE(info.st_mode)
 
 
 async def get(connection: Any, remote: str, local: str, progress: Progress | None = None) -> int:
