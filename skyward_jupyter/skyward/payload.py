@@ -12,6 +12,7 @@ library's sha256 (``agent.blobs.DIGEST``), computed here only when the bytes are
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,12 @@ class Payload:
     layout: list[tuple[int, int]]
     size: int
     key: str
+    on_sent: Callable[[int], None] | None = None
+    """Told the bytes of each piece once it is on its way (a file's progress bar)."""
+
+    def sent(self, count: int) -> None:
+        if self.on_sent is not None:
+            self.on_sent(count)
 
     @property
     def inline(self) -> bool:

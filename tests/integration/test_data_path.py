@@ -119,8 +119,15 @@ def test_files_put_and_synced_to_four_nodes_cross_the_kernels_link_once(k, tmp_p
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(40 * MB))
     before = sent_per_node(k)
-    text = ok(k, f"%skyward put {big}", timeout=300).text()
+    result = ok(k, f"%skyward put {big}", timeout=300)
+    text = result.text()
     after = sent_per_node(k)
+    bars = [
+        m["content"]["data"]["text/plain"]
+        for _, m in result.messages
+        if m["msg_type"] in ("display_data", "update_display_data")
+    ]
+    assert len(bars) >= 2 and "100%" not in bars[0] and "100%" in bars[-1], bars  # as SFTP
     sent = {n: after[n] - before[n] for n in after}
     assert sent[0] > 40 * MB and all(sent[n] < 1 * MB for n in (1, 2, 3)), sent
     assert "on 4 node(s) (40.0 MB sent)" in text, text

@@ -327,6 +327,7 @@ class AgentClient:
         for offset, piece in payload.pieces(PUT_PIECE):
             put = protocol.Put(payload.key, payload.size, offset, len(piece))
             await self._send(put, piece).drain()
+            payload.sent(len(piece))
         await self._stored_answer(future, f"blob {payload.key[:12]}")
 
     async def fetch(self, payload: Payload, host: str, port: int, token: str) -> None:

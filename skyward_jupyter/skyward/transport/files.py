@@ -144,6 +144,8 @@ async def fan_out(
     done = 0
     for local, places in wanted.items():
         payload, mode = await asyncio.to_thread(_file_payload, local)
+        if progress is not None:
+            payload.on_sent = _counting(progress, done, payload.size, total)
         needing = list({id(agents[i]): agents[i] for i, _, _ in places}.values())
         if payload.inline:  # too small to relay: straight over each node's channel
             await asyncio.gather(*(a.put(payload) for a in needing if payload.key not in a.blobs))
@@ -161,6 +163,19 @@ async def fan_out(
         PushResult(tuple(r for _, r, _, _ in todo), total if index == 0 else 0, same)
         for index, (todo, same) in enumerate(todos)
     ]
+
+
+def _counting(progress: Progress, start: int, size: int, total: int) -> Callable[[int], None]:
+    """The progress of one file's pieces, from ``start`` to ``start + size`` of ``total``
+    (a file sent straight to several nodes counts once)."""
+    moved = start
+
+    def step(count: int) -> None:
+        nonlocal moved
+        moved = min(moved + count, start + size)
+        progress(moved, total)
+
+    return step
 
 
 def _file_payload(local: str) -> tuple[Payload, int]:

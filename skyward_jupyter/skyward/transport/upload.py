@@ -93,6 +93,7 @@ class Uploader:
         for _, piece in payload.pieces(PIECE):
             await loop.sock_sendall(sock, piece)
             self.bytes_sent += len(piece)
+            payload.sent(len(piece))
         return await asyncio.wait_for(_read_line(loop, sock), ANSWER_TIMEOUT)
 
     async def _connected(self, host: str, port: int) -> socket.socket:
