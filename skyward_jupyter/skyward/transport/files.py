@@ -133,7 +133,7 @@ async def fan_out(
     """``push`` to each of ``agents`` (with its manifest), each file crossing the
     kernel's link once however many nodes need it. The bytes sent are counted in the
     first node's result."""
-    todos = [await asyncio.to_thread(_changed, pairs, m) for m in manifests]
+    todos = await asyncio.to_thread(lambda: [_changed(pairs, m) for m in manifests])
     wanted: dict[str, list[tuple[int, str, str]]] = {}  # local → (node index, remote, hash)
     sizes: dict[str, int] = {}
     for index, (todo, _) in enumerate(todos):
@@ -146,7 +146,7 @@ async def fan_out(
         payload, mode = await asyncio.to_thread(_file_payload, local)
         if progress is not None:
             payload.on_sent = _counting(progress, done, payload.size, total)
-        needing = list({id(agents[i]): agents[i] for i, _, _ in places}.values())
+        needing = [agents[i] for i, _, _ in places]  # a node lands a local file once
         if payload.inline:  # too small to relay: straight over each node's channel
             await asyncio.gather(*(a.put(payload) for a in needing if payload.key not in a.blobs))
         else:
